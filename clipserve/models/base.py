@@ -1,0 +1,67 @@
+"""The contract every model backend implements.
+
+A model maps sentences and images into one shared space. Work is split in stages so the
+engine can pipeline them: ``prepare_*`` (CPU preprocessing, safe to run in worker
+threads, one image at a time so a bad image fails only itself), ``forward_*`` (the
+inference call, run on the model's own thread) and the ``encode_*`` conveniences that
+chain both for in-process use.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# An image as the engine hands it to a model: encoded file bytes (any Pillow format)
+# or a decoded uint8 array of shape [H, W, C] (C in 1, 3, 4).
+ImageSource = bytes | np.ndarray
+
+
+class EmbeddingModel(ABC):
+    """A text+image embedding model. Subclasses set ``name`` and ``dim``."""
+
+    name: str
+    dim: int
+    #: the backend that runs forward ("torch", "onnx", "none")
+    backend: str = "torch"
+
+    @abstractmethod
+    def prepare_image(self, image: ImageSource) -> np.ndarray:
+        """Decode and preprocess one image into the model's input array.
+
+        Raises ``InvalidInputError`` naming the reason for undecodable or refused input.
+        """
+
+    @abstractmethod
+    def prepare_texts(self, texts: Sequence[str]) -> Any:
+        """Tokenise a batch, padded to its longest member (never to a fixed 77)."""
+
+    @abstractmethod
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        """Stacked ``prepare_image`` outputs -> float32 [N, dim]."""
+
+    @abstractmethod
+    def forward_texts(self, tokens: Any) -> np.ndarray:
+        """A ``prepare_texts`` output -> float32 [N, dim]."""
+
+    def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pixels = np.stack([self.prepare_image(image) for image in images])
+        return self.forward_images(pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.forward_texts(self.prepare_texts(list(texts)))
+
+    def warmup(self) -> None:
+        """Run one tiny batch of each modality so the first request is not slow."""
+        self.encode_texts(["warm up"])
+        self.encode_images([np.zeros((32, 32, 3), dtype=np.uint8)])
+
+    def close(self) -> None:
+        """Release resources (sessions, GPU memory). Default: nothing to do."""

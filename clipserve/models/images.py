@@ -1,0 +1,114 @@
+"""Turning untrusted image input into a clean RGB ``PIL.Image``.
+
+Every model's preprocessing starts here, so one place enforces the pixel limit and turns
+each way an image can be broken into an ``InvalidInputError`` with a readable reason.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipserve.errors import InvalidInputError
+
+#: default cap on width x height, checked before any pixel is decoded (decompression bombs)
+DEFAULT_MAX_PIXELS = 64_000_000
+MAX_ENCODED_BYTES = 64 * 1024 * 1024
+
+
+def decode_image(source: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Encoded bytes (any Pillow format) or a uint8 [H, W, C] array -> RGB image."""
+    if isinstance(source, np.ndarray):
+        return image_from_array(source, max_pixels=max_pixels)
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        raise InvalidInputError(f"image must be bytes or an array, got {type(source).__name__}")
+    data = bytes(source)
+    if not data:
+        raise InvalidInputError("image is empty (zero bytes)")
+    if len(data) > MAX_ENCODED_BYTES:
+        raise InvalidInputError(f"image is {len(data)} bytes, above the {MAX_ENCODED_BYTES} limit")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            _check_size(image.width, image.height, max_pixels)
+            image.seek(0)  # first frame of GIF/APNG/WebP animations
+            image.load()
+    except InvalidInputError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInputError(f"not a readable image: {_short(exc)}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
+        raise InvalidInputError(f"corrupt or truncated image: {_short(exc)}") from exc
+    image = ImageOps.exif_transpose(image) or image
+    return to_rgb(image)
+
+
+def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A [H, W, C] (or [H, W]) array, uint8 or float in [0, 1] / [0, 255] -> RGB image."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InvalidInputError(
+            f"image tensor must have shape [H, W, C] with C in 1, 3 or 4; got {list(array.shape)}"
+        )
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise InvalidInputError(f"image tensor is empty: shape {list(array.shape)}")
+    _check_size(width, height, max_pixels)
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise InvalidInputError(f"image tensor dtype {array.dtype} is not numeric")
+        values = array.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise InvalidInputError("image tensor contains NaN or infinite values")
+        if np.issubdtype(array.dtype, np.floating) and values.max(initial=0) <= 1.0:
+            values = values * 255.0
+        array = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    channels = array.shape[2]
+    if channels == 1:
+        image = Image.fromarray(array[:, :, 0], mode="L")
+    else:
+        image = Image.fromarray(np.ascontiguousarray(array), mode="RGB" if channels == 3 else "RGBA")
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        values = np.nan_to_num(values)
+        span = float(values.max() - values.min()) or 1.0
+        grey = ((values - values.min()) / span * 255.0).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise InvalidInputError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidInputError(
+            f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels}"
+        )
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

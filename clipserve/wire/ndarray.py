@@ -1,0 +1,48 @@
+"""numpy arrays <-> ``NdArrayProto`` (dense, ``cls_name="numpy"`` as clip-client expects)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clipserve.errors import InvalidInputError
+from clipserve.wire.clipserve_wire_pb2 import NdArrayProto
+
+# Only plain numeric dtypes travel; object/void/string dtypes are refused before parsing.
+_ALLOWED_KINDS = frozenset("biuf")
+MAX_TENSOR_BYTES = 256 * 1024 * 1024
+
+
+def write_ndarray(array: np.ndarray, out: NdArrayProto) -> None:
+    """Fill ``out`` with ``array`` as a dense numpy NdArray."""
+    array = np.ascontiguousarray(array)
+    out.dense.buffer = array.tobytes()
+    del out.dense.shape[:]
+    out.dense.shape.extend(array.shape)
+    out.dense.dtype = array.dtype.str
+    out.cls_name = "numpy"
+
+
+def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None:
+    """A dense NdArrayProto -> array (None when unset). Raises ``InvalidInputError``."""
+    kind = proto.WhichOneof("content")
+    if kind is None:
+        return None
+    if kind == "sparse":
+        raise InvalidInputError(f"sparse {what} is not supported; send a dense array")
+    dense = proto.dense
+    try:
+        dtype = np.dtype(dense.dtype or "<f4")
+    except TypeError as exc:
+        raise InvalidInputError(f"{what} has an unknown dtype {dense.dtype!r}") from exc
+    if dtype.kind not in _ALLOWED_KINDS:
+        raise InvalidInputError(f"{what} dtype {dense.dtype!r} is not numeric")
+    shape = tuple(int(s) for s in dense.shape)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * dtype.itemsize > MAX_TENSOR_BYTES:
+        raise InvalidInputError(f"{what} of shape {list(shape)} is too large")
+    if count * dtype.itemsize != len(dense.buffer):
+        raise InvalidInputError(
+            f"{what} buffer holds {len(dense.buffer)} bytes, but shape {list(shape)} "
+            f"of {dtype.str} needs {count * dtype.itemsize}"
+        )
+    return np.frombuffer(dense.buffer, dtype=dtype).reshape(shape)

@@ -1,0 +1,19 @@
+"""The batching engine: items in, embeddings (or per-item errors) out."""
+
+from clipserve.engine.engine import Engine, ModalityStats, ModelSource, Outcome
+from clipserve.engine.items import ImageItem, Item, Modality, TextItem
+from clipserve.engine.metrics import METRICS, REGISTRY, Metrics
+
+__all__ = [
+    "METRICS",
+    "REGISTRY",
+    "Engine",
+    "ImageItem",
+    "Item",
+    "Metrics",
+    "ModalityStats",
+    "Modality",
+    "ModelSource",
+    "Outcome",
+    "TextItem",
+]

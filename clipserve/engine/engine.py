@@ -1,0 +1,369 @@
+"""The engine: callers hand it items, it batches, preprocesses and runs the model.
+
+Pipeline per modality (texts and images have separate bounded queues)::
+
+    encode() -> BatchQueue -> batch loop -> prepare (thread pool) -> forward (replica thread)
+
+A batch loop may have ``replicas + 1`` batches in flight, so preparing batch N+1 overlaps
+the forward pass of batch N. Every item gets exactly one outcome: an embedding, or the
+``ClipServeError`` that explains why not (a bad image fails only itself; a failed forward
+fails its whole batch with ``ModelError``). Outcomes are returned, never raised, so the
+caller can answer per document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipserve.engine.batcher import BatchQueue, Pending
+from clipserve.engine.items import ImageItem, Item, Modality, TextItem
+from clipserve.engine.metrics import METRICS, Metrics
+from clipserve.errors import (
+    ClipServeError,
+    InvalidInputError,
+    ModelError,
+    OverloadedError,
+    ServerUnavailableError,
+)
+from clipserve.models.base import EmbeddingModel
+
+#: what ``Engine`` accepts as its model: one model, one per replica, or a factory
+ModelSource = EmbeddingModel | Sequence[EmbeddingModel] | Callable[[], EmbeddingModel]
+Outcome = np.ndarray | ClipServeError
+MODALITIES: tuple[Modality, ...] = ("text", "image")
+
+
+@dataclass
+class ModalityStats:
+    batches: int = 0
+    items: int = 0
+    largest_batch: int = 0
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.items += size
+        self.largest_batch = max(self.largest_batch, size)
+        self.batch_sizes[size] += 1
+
+
+@dataclass
+class _Replica:
+    model: EmbeddingModel
+    thread: ThreadPoolExecutor
+
+
+class Engine:
+    """Dynamic batching in front of one or more model replicas.
+
+    ``model`` is a model (shared by ``replicas`` inference threads), a list of models (one
+    thread each) or a zero-argument factory called ``replicas`` times at ``start()``.
+    ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
+    but not yet answered, per modality; ``encode`` refuses a call that would exceed it.
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        max_queue_items: int = 4096,
+        replicas: int = 1,
+        preprocess_workers: int = 2,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
+        if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
+            raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
+        self._models: list[EmbeddingModel] = []
+        self._factory: Callable[[], EmbeddingModel] | None = None
+        if isinstance(model, EmbeddingModel):
+            self._models = [model] * replicas
+        elif isinstance(model, Sequence):
+            if not model or replicas not in (1, len(model)):
+                raise ValueError("give one model per replica (or a single model / a factory)")
+            self._models = list(model)
+        elif callable(model):
+            self._factory = model
+        else:
+            raise TypeError(f"model must be an EmbeddingModel, a list or a factory, got {model!r}")
+        self.replicas = len(self._models) or replicas
+        self.max_batch_size = max_batch_size
+        self.max_wait_ms = max_wait_ms
+        self.max_queue_items = max_queue_items
+        self.preprocess_workers = preprocess_workers
+        self.metrics = metrics or METRICS
+        self.stats: dict[Modality, ModalityStats] = {m: ModalityStats() for m in MODALITIES}
+        self._state = "new"  # new -> running -> stopping -> stopped
+        self._outstanding = dict.fromkeys(MODALITIES, 0)
+        self._idle: asyncio.Event | None = None
+        self._queues: dict[Modality, BatchQueue[Item]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self._free: asyncio.Queue[_Replica] | None = None
+        self._replicas: list[_Replica] = []
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    @property
+    def model(self) -> EmbeddingModel:
+        """The first replica's model (name, dim, backend; preprocessing)."""
+        if not self._models:
+            raise RuntimeError("the model factory runs at start(); start the engine first")
+        return self._models[0]
+
+    @property
+    def running(self) -> bool:
+        return self._state == "running"
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"engine cannot start: it is {self._state}")
+        if self._factory is not None:
+            factory = self._factory
+            self._models = [await asyncio.to_thread(factory) for _ in range(self.replicas)]
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pool = ThreadPoolExecutor(self.preprocess_workers, "clipserve-prepare")
+        self._free = asyncio.Queue()
+        for index, model in enumerate(self._models):
+            replica = _Replica(model, ThreadPoolExecutor(1, f"clipserve-infer-{index}"))
+            self._replicas.append(replica)
+            self._free.put_nowait(replica)
+        for modality in MODALITIES:
+            gauge = self.metrics.queue_depth.labels(modality)
+            self._queues[modality] = BatchQueue(
+                self.max_batch_size, self.max_wait_ms / 1000.0, gauge.set
+            )
+            self._loops.append(asyncio.create_task(self._batch_loop(modality)))
+        self._state = "running"
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting work, finish what is queued (up to ``drain_timeout`` seconds),
+        answer anything left with ``ServerUnavailableError``, then stop the threads."""
+        if self._state != "running":
+            self._state = "stopped"
+            return
+        self._state = "stopping"
+        assert self._idle is not None
+        try:
+            async with asyncio.timeout(drain_timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            pass
+        for task in self._loops:
+            task.cancel()
+        gone = ServerUnavailableError("the engine stopped before this item was processed")
+        for queue in self._queues.values():
+            for pending in queue.drain():
+                _resolve(pending, gone)
+        for task in list(self._batches):
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._batches, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        for replica in self._replicas:
+            replica.thread.shutdown(wait=False, cancel_futures=True)
+        self._state = "stopped"
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ---- the one call callers make ----------------------------------------------------
+
+    async def encode(self, items: Iterable[Item]) -> list[Outcome]:
+        """Embed every item; each outcome is a float32 [dim] array or the error for it.
+
+        Raises ``OverloadedError`` (nothing queued) when the queue cannot take the call,
+        and ``ServerUnavailableError`` when the engine is not running.
+        """
+        if self._state != "running":
+            raise ServerUnavailableError(
+                "the engine is stopped" if self._state != "new" else "the engine is not started"
+            )
+        items = list(items)
+        counts = dict.fromkeys(MODALITIES, 0)
+        for item in items:
+            if not isinstance(item, (TextItem, ImageItem)):
+                raise InvalidInputError(
+                    f"cannot encode {type(item).__name__}; use TextItem/ImageItem"
+                )
+            counts[item.modality] += 1
+        for modality, count in counts.items():
+            if count and self._outstanding[modality] + count > self.max_queue_items:
+                raise OverloadedError(
+                    f"the {modality} queue is full ({self._outstanding[modality]} of "
+                    f"{self.max_queue_items} items pending); retry later"
+                )
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        assert self._idle is not None
+        self._idle.clear()
+        futures: list[asyncio.Future[Outcome]] = []
+        for item in items:
+            future: asyncio.Future[Outcome] = loop.create_future()
+            future.add_done_callback(self._done_callback(item.modality))
+            self._outstanding[item.modality] += 1
+            self._queues[item.modality].put(Pending(item, future))
+            futures.append(future)
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for future in futures:  # the caller went away: drop what is not done
+                future.cancel()
+
+    def _done_callback(self, modality: Modality) -> Callable[[asyncio.Future[Outcome]], None]:
+        def done(future: asyncio.Future[Outcome]) -> None:
+            self._outstanding[modality] -= 1
+            outcome = "cancelled" if future.cancelled() else _outcome_label(future.result())
+            self.metrics.items.labels(modality, outcome).inc()
+            if not any(self._outstanding.values()) and self._idle is not None:
+                self._idle.set()
+
+        return done
+
+    # ---- the pipeline -----------------------------------------------------------------
+
+    async def _batch_loop(self, modality: Modality) -> None:
+        queue = self._queues[modality]
+        in_flight = asyncio.Semaphore(self.replicas + 1)
+        while True:
+            await in_flight.acquire()
+            try:
+                batch = await queue.next_batch()
+            except BaseException:
+                in_flight.release()
+                raise
+            task = asyncio.create_task(self._run_batch(modality, batch))
+            self._batches.add(task)
+
+            def finished(task: asyncio.Task[None]) -> None:
+                self._batches.discard(task)
+                in_flight.release()
+
+            task.add_done_callback(finished)
+
+    async def _run_batch(self, modality: Modality, batch: list[Pending[Item]]) -> None:
+        live = batch
+        try:
+            if modality == "text":
+                inputs = await self._prepare_texts(batch)
+            else:
+                live, inputs = await self._prepare_images(batch)
+            if not live:
+                return
+            embeddings = await self._forward(modality, inputs, len(live))
+            for pending, row in zip(live, embeddings, strict=True):
+                _resolve(pending, row)
+        except ClipServeError as exc:
+            for pending in live:
+                _resolve(pending, exc)
+        except Exception as exc:  # the model raised: this batch fails, the engine goes on
+            error = ModelError(f"{modality} batch of {len(live)} failed: {_describe(exc)}")
+            for pending in live:
+                _resolve(pending, error)
+        finally:  # exactly one outcome, even when cancelled at stop()
+            for pending in batch:
+                _resolve(pending, ServerUnavailableError("the engine stopped mid-batch"))
+
+    async def _prepare_texts(self, batch: list[Pending[Item]]) -> Any:
+        texts = [pending.item.text for pending in batch]  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self.model.prepare_texts, texts)
+        except ClipServeError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"text preprocessing failed: {_describe(exc)}") from exc
+
+    async def _prepare_images(
+        self, batch: list[Pending[Item]]
+    ) -> tuple[list[Pending[Item]], np.ndarray | None]:
+        loop = asyncio.get_running_loop()
+        prepare = self.model.prepare_image
+        jobs = [
+            loop.run_in_executor(self._pool, prepare, pending.item.source)  # type: ignore[union-attr]
+            for pending in batch
+        ]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        live: list[Pending[Item]] = []
+        arrays: list[np.ndarray] = []
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, ClipServeError):
+                _resolve(pending, result)
+            elif isinstance(result, BaseException):
+                _resolve(
+                    pending, InvalidInputError(f"image could not be read: {_describe(result)}")
+                )
+            elif not pending.future.done():  # skip callers that left while we decoded
+                live.append(pending)
+                arrays.append(result)
+        if not live:
+            return live, None
+        try:
+            return live, np.stack(arrays)
+        except ValueError as exc:
+            raise ModelError(f"preprocessed images differ in shape: {exc}") from exc
+
+    async def _forward(self, modality: Modality, inputs: Any, count: int) -> np.ndarray:
+        assert self._free is not None
+        replica = await self._free.get()
+        forward = (
+            replica.model.forward_texts if modality == "text" else replica.model.forward_images
+        )
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            output = await loop.run_in_executor(replica.thread, forward, inputs)
+        finally:
+            self._free.put_nowait(replica)
+        self.metrics.forward_latency.labels(modality).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(modality).observe(count)
+        self.stats[modality].record(count)
+        embeddings = np.asarray(output, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != count:
+            raise ModelError(
+                f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
+            )
+        return embeddings
+
+
+def _resolve(pending: Pending[Item], outcome: Outcome) -> None:
+    if not pending.future.done():
+        if isinstance(outcome, np.ndarray):
+            outcome = outcome.copy()
+        pending.future.set_result(outcome)
+
+
+def _outcome_label(outcome: Outcome) -> str:
+    if isinstance(outcome, np.ndarray):
+        return "ok"
+    if isinstance(outcome, InvalidInputError):
+        return "invalid"
+    if isinstance(outcome, ServerUnavailableError):
+        return "stopped"
+    return "model_error"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    text = text if len(text) <= 300 else text[:300] + "..."
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,67 @@
+"""Fixtures for the clip-client 0.8.3 compatibility tests: its venv, a self-signed
+certificate, real photos on disk and the in-process builtin model for expected values."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.compat.harness import ensure_clip_client_venv, make_self_signed_cert
+
+
+@pytest.fixture(scope="session")
+def clip_client_python() -> Path:
+    """The clip-client venv's python, created on first use (about a minute from PyPI)."""
+    return ensure_clip_client_venv(timeout=900)
+
+
+@pytest.fixture(scope="session")
+def compat_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(cert, key) of a self-signed certificate valid for 127.0.0.1 and localhost."""
+    return make_self_signed_cert(tmp_path_factory.mktemp("compat-tls"))
+
+
+@dataclass
+class Photos:
+    """Real photos saved to disk: name -> path, plus one raw uint8 [H, W, 3] tensor."""
+
+    jpeg: dict[str, Path]
+    png: dict[str, Path]
+    tensor_file: Path
+
+    def file_bytes(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
+    from PIL import Image
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    arrays = {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee()}
+    china, flower = load_sample_images().images
+    arrays.update(china=china, flower=flower)
+    directory = tmp_path_factory.mktemp("compat-photos")
+    jpeg, png = {}, {}
+    for name, array in arrays.items():
+        for fmt, suffix, table in (("JPEG", ".jpg", jpeg), ("PNG", ".png", png)):
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, fmt)
+            path = directory / f"{name}{suffix}"
+            path.write_bytes(buffer.getvalue())
+            table[name] = path
+    tensor_file = directory / "rocket.npy"
+    np.save(tensor_file, np.ascontiguousarray(data.rocket()[::2, ::2]))
+    return Photos(jpeg=jpeg, png=png, tensor_file=tensor_file)
+
+
+@pytest.fixture(scope="session")
+def builtin_model():
+    from clipserve.models.registry import load_model
+
+    return load_model("builtin")

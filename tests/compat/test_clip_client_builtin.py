@@ -1,0 +1,212 @@
+"""The published clip-client 0.8.3 against a running clipserve on the builtin model.
+
+One clip-client subprocess per protocol (grpc, http, websocket and their TLS forms) runs
+every operation once; the tests below check its recorded results against the builtin
+model run in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.compat.conftest import Photos
+from tests.compat.harness import DriverResults, run_driver, running_server, server_config
+
+pytestmark = [pytest.mark.compat, pytest.mark.timeout(900)]
+
+PROTOCOLS = ["grpc", "http", "websocket", "grpcs", "https", "wss"]
+TLS_SCHEMES = {"grpcs", "https", "wss"}
+TEXTS = [f"sentence number {i}: a photo of a {w}" for i, w in enumerate(
+    ["cat", "dog", "rocket", "cup of coffee", "flower", "astronaut", "temple", "river",
+     "mountain", "city at night", "bowl of soup", "red car", "bicycle", "beach", "forest",
+     "old book", "piano", "snowy road", "lighthouse", "market"]
+)]  # fmt: skip
+RANK_TEXTS = ["a photo of a cat", "a photo of a rocket", "a cup of coffee", "a red flower"]
+BIG_REPEATS = 3  # every PNG three times: well over 4 MiB of blobs in one request
+
+
+@pytest.fixture(scope="module")
+def servers(compat_cert: tuple[Path, Path]) -> Iterator[dict[str, Any]]:
+    """One plain and one TLS server for the whole module."""
+    cert, key = compat_cert
+    with contextlib.ExitStack() as stack:
+        plain = stack.enter_context(running_server(server_config()))
+        secure = stack.enter_context(
+            running_server(server_config(tls_cert=str(cert), tls_key=str(key)))
+        )
+        yield {"plain": plain, "tls": secure}
+
+
+def big_batch_paths(photos: Photos) -> list[str]:
+    return [str(p) for p in photos.png.values()] * BIG_REPEATS
+
+
+def build_ops(photos: Photos) -> list[dict[str, Any]]:
+    jpeg, png = photos.jpeg, photos.png
+    big = big_batch_paths(photos)
+    return [
+        {"name": "texts", "op": "encode", "content": TEXTS},
+        {"name": "mixed_strings", "op": "encode",
+         "content": [str(jpeg["chelsea"]), "a photo of a cat", str(png["coffee"])]},
+        {"name": "documents", "op": "encode_docs", "docs": [
+            {"id": "doc-text", "text": "a cup of coffee"},
+            {"id": "doc-uri", "uri": str(jpeg["astronaut"])},
+            {"id": "doc-blob", "blob_file": str(png["flower"])},
+            {"id": "doc-tensor", "tensor_file": str(photos.tensor_file)},
+        ]},
+        {"name": "document_list", "op": "encode_docs", "as_document_array": False,
+         "docs": [{"text": "a red flower"}, {"uri": str(png["china"])}]},
+        {"name": "big_batch", "op": "encode", "content": big,
+         "kwargs": {"batch_size": len(big)}, "timeout": 180},
+        {"name": "rank_image_to_texts", "op": "rank", "queries": [{
+            "query": {"uri": str(jpeg["chelsea"])},
+            "matches": [{"id": f"text-{i}", "text": t} for i, t in enumerate(RANK_TEXTS)],
+        }]},
+        {"name": "rank_text_to_images", "op": "rank", "queries": [{
+            "query": {"text": "a photo of a cat"},
+            "matches": [{"id": n, "uri": str(jpeg[n])} for n in ("coffee", "chelsea", "flower")],
+        }]},
+        {"name": "profile", "op": "profile"},
+        {"name": "profile_text", "op": "profile", "content": "hello, world"},
+        {"name": "aencode", "op": "aencode", "content": TEXTS[:10], "kwargs": {"batch_size": 4}},
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=PROTOCOLS)
+def run(
+    request: pytest.FixtureRequest,
+    servers: dict[str, Any],
+    clip_client_python: Path,
+    photos: Photos,
+    compat_cert: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> DriverResults:
+    """Every op through one clip-client process speaking this protocol."""
+    scheme: str = request.param
+    server = servers["tls" if scheme in TLS_SCHEMES else "plain"]
+    port = server.grpc_port if scheme.startswith("grpc") else server.http_port
+    return run_driver(
+        clip_client_python,
+        {"default": {"server": f"{scheme}://127.0.0.1:{port}"}},
+        build_ops(photos),
+        tmp_path_factory.mktemp(f"clip-client-{scheme}"),
+        ca_file=compat_cert[0] if scheme in TLS_SCHEMES else None,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def expected(builtin_model, photos: Photos) -> dict[str, np.ndarray]:
+    """What the builtin model gives in-process for the same inputs."""
+    from PIL import Image  # noqa: F401 - fail here, not in the model, if Pillow is missing
+
+    m, jpeg, png = builtin_model, photos.jpeg, photos.png
+    images = lambda paths: m.encode_images([Path(p).read_bytes() for p in paths])  # noqa: E731
+    return {
+        "texts": m.encode_texts(TEXTS),
+        "mixed_strings": np.concatenate([
+            images([jpeg["chelsea"]]),
+            m.encode_texts(["a photo of a cat"]),
+            images([png["coffee"]]),
+        ]),
+        "documents": np.concatenate([
+            m.encode_texts(["a cup of coffee"]),
+            images([jpeg["astronaut"], png["flower"]]),
+            m.encode_images([np.load(photos.tensor_file)]),
+        ]),
+        "document_list": np.concatenate(
+            [m.encode_texts(["a red flower"]), images([png["china"]])]
+        ),
+        "big_batch": images(big_batch_paths(photos)),
+        "aencode": m.encode_texts(TEXTS[:10]),
+        "rank_texts": m.encode_texts(RANK_TEXTS + ["a photo of a cat"]),
+        "rank_images": images([jpeg[n] for n in ("chelsea", "coffee", "flower")]),
+    }  # fmt: skip
+
+
+def assert_close(actual: np.ndarray, wanted: np.ndarray) -> None:
+    assert actual.dtype == np.float32
+    assert actual.shape == wanted.shape
+    np.testing.assert_allclose(actual, wanted, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["texts", "mixed_strings", "documents", "document_list", "big_batch", "aencode"]
+)
+def test_embeddings_equal_the_model_in_process(
+    run: DriverResults, expected: dict[str, np.ndarray], name: str
+) -> None:
+    assert_close(run.embeddings(name), expected[name])
+
+
+def test_strings_give_an_ndarray_and_documents_a_document_array(run: DriverResults) -> None:
+    assert run.ok("texts")["type"] == "ndarray"
+    assert run.ok("aencode")["type"] == "ndarray"
+    documents = run.ok("documents")
+    assert documents["type"] == "DocumentArray"
+    assert documents["ids_out"] == documents["ids_in"]
+    listed = run.ok("document_list")
+    assert listed["ids_out"] == listed["ids_in"]
+
+
+def test_one_request_larger_than_4_mib(run: DriverResults, photos: Photos) -> None:
+    request_bytes = sum(Path(p).stat().st_size for p in big_batch_paths(photos))
+    assert request_bytes > 4 * 1024 * 1024
+    assert run.ok("big_batch")["shape"][0] == len(big_batch_paths(photos))
+
+
+def softmax(values: np.ndarray) -> np.ndarray:
+    shifted = np.exp(values - values.max())
+    return shifted / shifted.sum()
+
+
+def check_ranking(
+    matches: list[dict[str, Any]], query: np.ndarray, candidates: dict[str, np.ndarray]
+) -> None:
+    """Best first; clip_score is softmax(100 * cosine) over the matches; cosine is right."""
+    names = [m["id"] for m in matches]
+    assert sorted(names) == sorted(candidates)
+    scores = np.array([m["clip_score"] for m in matches])
+    assert list(scores) == sorted(scores, reverse=True)
+    assert scores.sum() == pytest.approx(1.0, abs=1e-4)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    cosines = np.array([float(unit(query) @ unit(candidates[n])) for n in names])
+    np.testing.assert_allclose([m["cosine"] for m in matches], cosines, atol=1e-4)
+    np.testing.assert_allclose(scores, softmax(100 * cosines), atol=1e-3)
+    for match in matches:
+        assert match["clip_score_op"] == "softmax"
+        assert match["cosine_op"] == "cosine"
+        assert not match["has_embedding"]
+
+
+def test_rank_image_against_texts(run: DriverResults, expected: dict[str, np.ndarray]) -> None:
+    (query,) = run.ok("rank_image_to_texts")["queries"]
+    ids = [f"text-{i}" for i in range(len(RANK_TEXTS))]
+    candidates = dict(zip(ids, expected["rank_texts"][:-1], strict=True))
+    check_ranking(query["matches"], expected["rank_images"][0], candidates)
+
+
+def test_rank_text_against_images(
+    run: DriverResults, expected: dict[str, np.ndarray], photos: Photos
+) -> None:
+    (query,) = run.ok("rank_text_to_images")["queries"]
+    ids = ["chelsea", "coffee", "flower"]
+    candidates = dict(zip(ids, expected["rank_images"], strict=True))
+    check_ranking(query["matches"], expected["rank_texts"][-1], candidates)
+
+
+@pytest.mark.parametrize("name", ["profile", "profile_text"])
+def test_profile_reports_real_timings(run: DriverResults, name: str) -> None:
+    report = run.ok(name)["report"]
+    assert set(report) == {
+        "Roundtrip", "Client-server network", "Server", "Gateway-CLIP network", "CLIP model"
+    }  # fmt: skip
+    assert report["Roundtrip"] > 0
+    assert report["Server"] >= 1  # under 1 ms the client divides by zero
+    assert report["Server"] >= report["CLIP model"] >= 0

@@ -1,0 +1,62 @@
+"""Test helpers: a thin wrapper around a real model that blocks, fails or records on
+marker texts, so the engine's behaviour can be observed without sleeps."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipserve.models.base import EmbeddingModel, ImageSource
+
+BLOCK = "<block>"
+FAIL = "<fail>"
+
+
+class WrappedModel(EmbeddingModel):
+    """Delegates to a real model; records what it prepared; can block or fail on markers."""
+
+    def __init__(self, inner: EmbeddingModel) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.dim = inner.dim
+        self.backend = inner.backend
+        self.prepared_texts: list[str] = []
+        self.forward_entered = threading.Event()  # a forward holding BLOCK has started
+        self.release = threading.Event()  # lets that forward finish
+        self.prepared = threading.Event()  # some prepare_texts call finished
+        self.barrier: threading.Barrier | None = None  # forwards must overlap when set
+
+    def prepare_image(self, image: ImageSource) -> np.ndarray:
+        return self.inner.prepare_image(image)
+
+    def prepare_texts(self, texts: Sequence[str]) -> Any:
+        self.prepared_texts.extend(texts)
+        tokens = (list(texts), self.inner.prepare_texts(texts))
+        self.prepared.set()
+        return tokens
+
+    def forward_texts(self, tokens: Any) -> np.ndarray:
+        texts, inner_tokens = tokens
+        if self.barrier is not None:
+            self.barrier.wait(timeout=10)
+        if BLOCK in texts:
+            self.forward_entered.set()
+            if not self.release.wait(timeout=30):
+                raise RuntimeError("test gate was never released")
+        if FAIL in texts:
+            raise RuntimeError("injected failure on the marker text")
+        return self.inner.forward_texts(inner_tokens)
+
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.inner.forward_images(pixels)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -25,6 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_clip_client_venv.sh"
 DRIVER = Path(__file__).resolve().parent / "driver.py"
+SERVE_MAIN = "import sys; from clipserve.cli import main; sys.exit(main())"
 
 
 def ensure_clip_client_venv(timeout: float = 900.0) -> Path:
@@ -147,14 +148,17 @@ class ServerProcess:
 def serve_subprocess(
     extra_args: list[str], *, ready_timeout: float = 180.0, log_file: Path | None = None
 ) -> Iterator[ServerProcess]:
-    """Starts `python -m clipserve.cli serve` on 127.0.0.1 port 0 and stops it on exit."""
+    """Starts `clipserve serve` on 127.0.0.1 port 0 and stops it (SIGTERM) on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "ports.json"
         log = open(log_file or Path(tmp) / "server.log", "w")  # noqa: SIM115 - closed below
-        command = [sys.executable, "-m", "clipserve.cli", "serve", "--host", "127.0.0.1",
-                   "--grpc-port", "0", "--http-port", "0", "--port-file", str(port_file),
-                   *extra_args]  # fmt: skip
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        command = [sys.executable, "-c", SERVE_MAIN,
+                   "serve", "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+                   "--port-file", str(port_file), *extra_args]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "CLIPSERVE_AUTH_TOKEN"}
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+        )
         try:
             deadline = time.monotonic() + ready_timeout
             while not port_file.exists() or not port_file.read_text().strip():

@@ -1,0 +1,208 @@
+"""Server benchmarks on the builtin model (CPU).
+
+(a) Dynamic batching: C concurrent gRPC streams, each sending one short text per request
+    in a closed loop, against a server batching up to 32 vs one with max_batch_size=1.
+(b) End-to-end images: real photos (JPEG and PNG) in requests of 32 over a few concurrent
+    streams through the server, vs the model layer in this process decoding,
+    preprocessing (same number of threads as the server's preprocess workers) and running
+    forward on the same bytes.
+
+Servers run as `clipserve serve` subprocesses so client and server don't share a GIL; they
+run one at a time so they don't compete for the CPU.
+
+    python benchmarks/bench_server.py [--seconds 10] [--clients 32] [--streams 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clipserve.wire import GRPC_METHOD, DataRequestProto, DocumentProto  # noqa: E402
+from clipserve.wire.messages import is_error, new_request  # noqa: E402
+from tests.compat.harness import serve_subprocess  # noqa: E402
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+]
+
+
+def load_photos() -> list[tuple[bytes, str]]:
+    """Real photos as (file bytes, mime type): six pictures, each as JPEG and PNG."""
+    from PIL import Image
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    arrays = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
+    arrays += list(load_sample_images().images)
+    photos = []
+    for array in arrays:
+        for fmt, mime in (("JPEG", "image/jpeg"), ("PNG", "image/png")):
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, fmt)
+            photos.append((buffer.getvalue(), mime))
+    return photos
+
+
+def text_request(index: int) -> DataRequestProto:
+    doc = DocumentProto(id=f"t{index}", text=f"a short sentence number {index}")
+    return new_request([doc], "/encode", {"drop_image_content": True})
+
+
+def image_request(photos: list[tuple[bytes, str]], start: int, size: int) -> DataRequestProto:
+    docs = []
+    for offset in range(size):
+        blob, mime = photos[(start + offset) % len(photos)]
+        docs.append(DocumentProto(id=f"i{start + offset}", blob=blob, mime_type=mime))
+    return new_request(docs, "/encode", {"drop_image_content": True})
+
+
+async def closed_loop(
+    port: int,
+    streams: int,
+    seconds: float,
+    make_request: Callable[[int], DataRequestProto],
+    docs_per_request: int,
+    warmup_s: float = 2.0,
+) -> tuple[float, list[float]]:
+    """`streams` gRPC streams, each with one request in flight at a time.
+    Returns (documents per second over the measured window, request latencies in ms)."""
+    latencies: list[float] = []
+    completed = 0
+    measuring = False
+    stop = asyncio.Event()
+
+    async def one_stream(stream_index: int, channel: grpc.aio.Channel) -> None:
+        nonlocal completed
+        call = channel.stream_stream(
+            GRPC_METHOD,
+            request_serializer=DataRequestProto.SerializeToString,
+            response_deserializer=DataRequestProto.FromString,
+        )()
+        counter = stream_index * 1_000_000
+        while not stop.is_set():
+            request = make_request(counter)
+            counter += docs_per_request
+            started = time.perf_counter()
+            await call.write(request)
+            reply = await call.read()
+            if reply is grpc.aio.EOF or is_error(reply):
+                raise RuntimeError(f"bad reply: {reply}")
+            if measuring:
+                latencies.append((time.perf_counter() - started) * 1000)
+                completed += docs_per_request
+        await call.done_writing()
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS) as channel:
+        tasks = [asyncio.create_task(one_stream(i, channel)) for i in range(streams)]
+        await asyncio.sleep(warmup_s)
+        measuring, started = True, time.perf_counter()
+        await asyncio.sleep(seconds)
+        measuring = False
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*tasks)
+    return completed / elapsed, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def bench_batching(clients: int, seconds: float) -> None:
+    rows = []
+    for label, flags in (
+        ("batching (max 32)", []),
+        ("max_batch_size=1", ["--max-batch-size", "1"]),
+    ):
+        with serve_subprocess(["--model", "builtin", "--protocols", "grpc", *flags]) as server:
+            rate, latencies = asyncio.run(
+                closed_loop(server.grpc_port, clients, seconds, text_request, 1)
+            )
+        rows.append((label, rate, percentile(latencies, 50), percentile(latencies, 99)))
+    print(f"\n(a) dynamic batching: {clients} concurrent gRPC clients, 1 short text per request")
+    print(f"{'server':<20} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for label, rate, p50, p99 in rows:
+        print(f"{label:<20} {rate:>9.1f} {p50:>8.1f} {p99:>8.1f}")
+    print(f"ratio batching / unbatched: {rows[0][1] / rows[1][1]:.2f}x (target >= 3x)")
+
+
+def in_process_images(
+    photos: list[tuple[bytes, str]], batch: int, seconds: float, workers: int
+) -> float:
+    """The model layer alone on the same bytes: parallel decode+preprocess, then forward."""
+    from clipserve.models.registry import load_model
+
+    model = load_model("builtin")
+    model.warmup()
+    blobs = [blob for blob, _ in photos]
+    done, start = 0, 0
+    with ThreadPoolExecutor(workers) as pool:
+        model.forward_images(np.stack(list(pool.map(model.prepare_image, blobs[:batch]))))
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            chunk = [blobs[(start + i) % len(blobs)] for i in range(batch)]
+            model.forward_images(np.stack(list(pool.map(model.prepare_image, chunk))))
+            start += batch
+            done += batch
+        elapsed = time.perf_counter() - started
+    return done / elapsed
+
+
+def bench_images(streams: int, batch: int, seconds: float, workers: int) -> None:
+    photos = load_photos()
+    flags = ["--model", "builtin", "--protocols", "grpc", "--preprocess-workers", str(workers)]
+    with serve_subprocess(flags) as server:
+        served, latencies = asyncio.run(
+            closed_loop(
+                server.grpc_port,
+                streams,
+                seconds,
+                lambda start: image_request(photos, start, batch),
+                batch,
+                warmup_s=3.0,
+            )
+        )
+    local = in_process_images(photos, batch, seconds, workers)
+    mean_kib = statistics.mean(len(b) for b, _ in photos) / 1024
+    print(f"\n(b) end-to-end images: {len(photos)} real photos (JPEG+PNG, mean {mean_kib:.0f} KiB)")
+    print(
+        f"    requests of {batch}, {streams} concurrent gRPC streams, {workers} preprocess threads"
+    )
+    print(f"{'path':<34} {'images/s':>9}")
+    print(f"{'through the server':<34} {served:>9.1f}")
+    print(f"{'model layer in-process':<34} {local:>9.1f}")
+    print(f"ratio server / in-process: {served / local:.2f} (target >= 0.9)")
+    print(f"server request latency p50 {percentile(latencies, 50):.0f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--streams", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="preprocess threads")
+    parser.add_argument("--only", choices=["batching", "images"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "batching"):
+        bench_batching(args.clients, args.seconds)
+    if args.only in (None, "images"):
+        bench_images(args.streams, args.batch, args.seconds, args.workers)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ certificate, real photos on disk and the in-process builtin model for expected v
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
     return Photos(jpeg=jpeg, png=png, tensor_file=tensor_file)
 
 
+#: the model the compat suite serves and compares against (override for quick plumbing runs)
+COMPAT_MODEL = os.environ.get("CLIPSERVE_COMPAT_MODEL", "builtin")
+
+
 @pytest.fixture(scope="session")
 def builtin_model():
     from clipserve.models.registry import load_model
 
-    return load_model("builtin")
+    return load_model(COMPAT_MODEL)

@@ -46,6 +46,10 @@ def make_doc(spec: dict[str, Any]) -> Document:
     return Document(**kwargs)
 
 
+def type_of(result: Any) -> str:
+    return "DocumentArray" if isinstance(result, DocumentArray) else type(result).__name__
+
+
 def save_embeddings(out_dir: Path, name: str, embeddings: Any) -> list[int]:
     array = np.asarray(embeddings)
     np.save(out_dir / f"{name}.npy", array)
@@ -54,7 +58,7 @@ def save_embeddings(out_dir: Path, name: str, embeddings: Any) -> list[int]:
 
 def op_encode(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     result = client.encode(op["content"], **op.get("kwargs", {}))
-    return {"type": type(result).__name__, "shape": save_embeddings(out_dir, op["name"], result)}
+    return {"type": type_of(result), "shape": save_embeddings(out_dir, op["name"], result)}
 
 
 def op_aencode(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def op_aencode(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, A
 
     result, ticks = asyncio.run(run())
     shape = save_embeddings(out_dir, op["name"], result)
-    return {"type": type(result).__name__, "shape": shape, "ticks": ticks}
+    return {"type": type_of(result), "shape": shape, "ticks": ticks}
 
 
 def op_encode_docs(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def op_encode_docs(client: Client, op: dict[str, Any], out_dir: Path) -> dict[st
     result = client.encode(content, **op.get("kwargs", {}))
     ids_out = [d.id for d in result]
     shape = save_embeddings(out_dir, op["name"], result.embeddings)
-    return {"type": type(result).__name__, "shape": shape, "ids_in": ids_in, "ids_out": ids_out}
+    return {"type": type_of(result), "shape": shape, "ids_in": ids_in, "ids_out": ids_out}
 
 
 def describe_match(match: Document) -> dict[str, Any]:
@@ -112,7 +116,7 @@ def op_rank(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]
         queries.append(query)
     result = client.rank(queries, **op.get("kwargs", {}))
     return {
-        "type": type(result).__name__,
+        "type": type_of(result),
         "queries": [
             {"id": q.id, "matches": [describe_match(m) for m in q.matches]} for q in result
         ],

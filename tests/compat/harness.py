@@ -84,6 +84,8 @@ class DriverResults:
     out_dir: Path
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: str = ""
+    #: free-form label set by the caller (the compat tests put the URL scheme here)
+    label: str = ""
 
     def __getitem__(self, name: str) -> dict[str, Any]:
         if name not in self.records:
@@ -186,14 +188,16 @@ def server_config(**overrides: Any) -> Any:
     from clipserve.server.config import ServerConfig
 
     settings: dict[str, Any] = {
-        "model": "builtin", "host": "127.0.0.1", "grpc_port": 0, "http_port": 0
+        "model": "builtin", "host": "127.0.0.1", "grpc_port": 0, "http_port": 0,
+        "shutdown_grace_s": 2.0,
     }  # fmt: skip
     settings.update(overrides)
     return ServerConfig(**settings)
 
 
-def running_server(config: Any) -> Any:
-    """clipserve's in-process server (imported lazily: the compat module may land first)."""
+def running_server(config: Any, model: Any = None) -> Any:
+    """clipserve's in-process server (imported lazily: the compat module may land first);
+    ``model`` reuses an already loaded model."""
     from clipserve.server.app import running_server as start
 
-    return start(config)
+    return start(config, model=model)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.compat.conftest import Photos
+from tests.compat.conftest import COMPAT_MODEL, Photos
 from tests.compat.harness import DriverResults, run_driver, running_server, server_config
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(900)]
@@ -32,14 +32,14 @@ BIG_REPEATS = 3  # every PNG three times: well over 4 MiB of blobs in one reques
 
 
 @pytest.fixture(scope="module")
-def servers(compat_cert: tuple[Path, Path]) -> Iterator[dict[str, Any]]:
+def servers(compat_cert: tuple[Path, Path], builtin_model: Any) -> Iterator[dict[str, Any]]:
     """One plain and one TLS server for the whole module."""
     cert, key = compat_cert
+    model = COMPAT_MODEL
     with contextlib.ExitStack() as stack:
-        plain = stack.enter_context(running_server(server_config()))
-        secure = stack.enter_context(
-            running_server(server_config(tls_cert=str(cert), tls_key=str(key)))
-        )
+        plain = stack.enter_context(running_server(server_config(model=model), builtin_model))
+        tls = server_config(model=model, tls_cert=str(cert), tls_key=str(key))
+        secure = stack.enter_context(running_server(tls, builtin_model))
         yield {"plain": plain, "tls": secure}
 
 
@@ -91,7 +91,7 @@ def run(
     scheme: str = request.param
     server = servers["tls" if scheme in TLS_SCHEMES else "plain"]
     port = server.grpc_port if scheme.startswith("grpc") else server.http_port
-    return run_driver(
+    results = run_driver(
         clip_client_python,
         {"default": {"server": f"{scheme}://127.0.0.1:{port}"}},
         build_ops(photos),
@@ -99,6 +99,8 @@ def run(
         ca_file=compat_cert[0] if scheme in TLS_SCHEMES else None,
         timeout=300,
     )
+    results.label = scheme
+    return results
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +132,9 @@ def expected(builtin_model, photos: Photos) -> dict[str, np.ndarray]:
     }  # fmt: skip
 
 
-def assert_close(actual: np.ndarray, wanted: np.ndarray) -> None:
-    assert actual.dtype == np.float32
+def assert_close(actual: np.ndarray, wanted: np.ndarray, scheme: str) -> None:
+    # HTTP carries embeddings as JSON numbers, which clip-client reads back as float64
+    assert actual.dtype == (np.float64 if scheme in ("http", "https") else np.float32)
     assert actual.shape == wanted.shape
     np.testing.assert_allclose(actual, wanted, rtol=0, atol=1e-5)
 
@@ -142,7 +145,7 @@ def assert_close(actual: np.ndarray, wanted: np.ndarray) -> None:
 def test_embeddings_equal_the_model_in_process(
     run: DriverResults, expected: dict[str, np.ndarray], name: str
 ) -> None:
-    assert_close(run.embeddings(name), expected[name])
+    assert_close(run.embeddings(name), expected[name], run.label)
 
 
 def test_strings_give_an_ndarray_and_documents_a_document_array(run: DriverResults) -> None:

@@ -1,0 +1,211 @@
+"""``clipserve`` command line: ``serve`` runs the server, ``models`` lists the known models.
+
+This is the one place that turns flags/YAML/environment into a ``ServerConfig`` and runs
+it until SIGINT/SIGTERM, which drain in-flight requests and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from clipserve.server.config import AUTH_TOKEN_ENV, BACKENDS, PROTOCOLS, ServerConfig, build_config
+
+DEFAULTS = ServerConfig()
+log = logging.getLogger("clipserve.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipserve", description="CLIP embedding service")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server (gRPC, HTTP and WebSocket)",
+        description="Serve a CLIP model over gRPC, HTTP and WebSocket. Settings come from "
+        f"defaults < --config YAML < ${AUTH_TOKEN_ENV} < flags.",
+        argument_default=argparse.SUPPRESS,  # only flags actually given override the YAML
+    )
+    _add_serve_flags(serve)
+    models = commands.add_parser("models", help="list the known model names")
+    models.add_argument("--cache-dir", default=None, help="model cache directory")
+    return parser
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--config", dest="config_file", help="YAML file of settings (see docs)")
+    p.add_argument("--model", help=f"model name or local directory (default: {d.model})")
+    p.add_argument("--backend", choices=BACKENDS, help=f"inference backend (default: {d.backend})")
+    p.add_argument("--device", help=f"torch device or onnx provider hint (default: {d.device})")
+    p.add_argument("--cache-dir", help="model cache directory (default: the registry's)")
+    p.add_argument("--host", help=f"address to bind (default: {d.host})")
+    p.add_argument("--grpc-port", type=int, help=f"gRPC port (default: {d.grpc_port}; 0: any)")
+    p.add_argument(
+        "--http-port", type=int, help=f"HTTP + WebSocket port (default: {d.http_port}; 0: any)"
+    )
+    p.add_argument(
+        "--protocols",
+        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all three)",
+    )
+    p.add_argument("--tls-cert", help="PEM certificate: enables TLS on every listener")
+    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    p.add_argument(
+        "--auth-token",
+        help=f"shared token clients must send (better: ${AUTH_TOKEN_ENV}; default: none)",
+    )
+    _pair(p, "health", "/health, /readyz and the gRPC health service", d.open_health)
+    _pair(p, "metrics", "/metrics", d.open_metrics)
+    p.add_argument(
+        "--cors",
+        help="comma-separated allowed CORS origins, '*' for any (default: no CORS headers)",
+    )
+    p.add_argument(
+        "--max-batch-size", type=int, help=f"items per forward pass (default: {d.max_batch_size})"
+    )
+    p.add_argument(
+        "--max-batch-wait-ms",
+        dest="max_wait_ms",
+        type=float,
+        help=f"how long a batch waits to fill (default: {d.max_wait_ms})",
+    )
+    p.add_argument(
+        "--max-queue-items",
+        type=int,
+        help=f"queued items per modality before refusing (default: {d.max_queue_items})",
+    )
+    p.add_argument("--replicas", type=int, help=f"inference threads (default: {d.replicas})")
+    p.add_argument(
+        "--preprocess-workers",
+        type=int,
+        help=f"image/text preprocessing threads (default: {d.preprocess_workers})",
+    )
+    p.add_argument(
+        "--grpc-max-message-mb",
+        type=int,
+        help=f"gRPC (and WebSocket frame) size limit (default: {d.grpc_max_message_mb})",
+    )
+    p.add_argument(
+        "--http-max-body-mb", type=int, help=f"HTTP body limit (default: {d.http_max_body_mb})"
+    )
+    p.add_argument(
+        "--max-inflight-per-stream",
+        type=int,
+        help=f"concurrent requests per gRPC stream/WebSocket (default: "
+        f"{d.max_inflight_per_stream})",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        dest="shutdown_grace_s",
+        type=float,
+        help=f"seconds in-flight requests get on shutdown (default: {d.shutdown_grace_s})",
+    )
+    p.add_argument("--port-file", help='write {"grpc": port, "http": port} here once ready')
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help=f"(default: {d.log_level})",
+    )
+
+
+def _pair(p: argparse.ArgumentParser, name: str, what: str, default: bool) -> None:
+    group = p.add_mutually_exclusive_group()
+    dest = f"open_{name}"
+    state = "open" if default else "protected"
+    group.add_argument(
+        f"--open-{name}",
+        dest=dest,
+        action="store_true",
+        help=f"serve {what} without auth (default: {state})",
+    )
+    group.add_argument(
+        f"--protect-{name}", dest=dest, action="store_false", help=f"require auth for {what}"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    values: dict[str, Any] = dict(vars(args))
+    values.pop("command", None)
+    config_file = values.pop("config_file", None)
+    return build_config(config_file=config_file, overrides=values)
+
+
+async def _serve(config: ServerConfig) -> int:
+    from clipserve.server.app import ClipServer
+
+    server = ClipServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("clipserve: loading model %s (backend %s, device %s)", config.model,
+             config.backend, config.device)  # fmt: skip
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # a signal during start-up (model loading): leave at once
+        log.info("clipserve: interrupted during start-up")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await server.stop()
+        return 0
+    starting.result()  # start-up failed: raise its error
+    log.info("clipserve: ready")
+    await stopping
+    log.info("clipserve: shutting down, draining in-flight requests")
+    await server.stop()
+    log.info("clipserve: stopped")
+    return 0
+
+
+def _models(cache_dir: str | None) -> int:
+    from clipserve.models.registry import list_models
+
+    rows = [(m.name, str(m.dim), "yes" if m.local else "no", m.description) for m in list_models(
+        cache_dir
+    )]  # fmt: skip
+    header = ("NAME", "DIM", "LOCAL", "DESCRIPTION")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[3]
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models":
+        return _models(args.cache_dir)
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"clipserve: error: {exc}\n")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
+    )
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        from clipserve.errors import ClipServeError
+
+        if isinstance(exc, ClipServeError | ValueError | OSError):
+            print(f"clipserve: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,384 @@
+"""The whole server in one process and one event loop: model -> engine -> service, with the
+gRPC (grpc.aio) and HTTP/WebSocket (uvicorn) listeners in front.
+
+``ClipServer`` is the async lifecycle (``start``/``stop``); ``running_server`` runs one in
+a background thread for tests and scripts::
+
+    with running_server(ServerConfig(model="hash", host="127.0.0.1",
+                                     grpc_port=0, http_port=0)) as server:
+        server.grpc_port, server.http_port, server.urls["http"]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+
+from clipserve.engine import Engine
+from clipserve.engine.metrics import METRICS, Metrics
+from clipserve.models.base import EmbeddingModel
+from clipserve.server.auth import TokenAuth
+from clipserve.server.config import ServerConfig
+from clipserve.server.dispatch import Dispatcher
+from clipserve.server.grpc_server import GrpcFrontend
+from clipserve.server.http_app import HttpState, build_app
+from clipserve.server.tls import TlsFiles
+
+log = logging.getLogger("clipserve.server")
+T = TypeVar("T")
+MiB = 1024 * 1024
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ClipServer:
+    """Loads the model, starts the engine and every configured listener; stops gracefully."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        model: EmbeddingModel | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or METRICS
+        self.model = model
+        self._owns_model = model is None
+        self.engine: Engine | None = None
+        self.service: Any = None
+        self.grpc: GrpcFrontend | None = None
+        self.http_state: HttpState | None = None
+        self._uvicorn: _Uvicorn | None = None
+        self._uvicorn_task: asyncio.Task[None] | None = None
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        tls = TlsFiles.from_paths(config.tls_cert, config.tls_key)
+        if self.model is None:
+            self.model = await _in_daemon_thread(_load_model, config)
+        model = self.model
+        await _in_daemon_thread(model.warmup)
+        log.info("clipserve: model %s loaded (dim %d, backend %s)", model.name, model.dim,
+                 model.backend)  # fmt: skip
+        from clipserve.server.service import EmbeddingService
+
+        self.engine = Engine(
+            model,
+            max_batch_size=config.max_batch_size,
+            max_wait_ms=config.max_wait_ms,
+            max_queue_items=config.max_queue_items,
+            replicas=config.replicas,
+            preprocess_workers=config.preprocess_workers,
+            metrics=self.metrics,
+        )
+        await self.engine.start()
+        self.service = EmbeddingService(
+            self.engine,
+            model_name=model.name,
+            limits=_limits(config.limits),
+            uri_policy=_uri_policy(config.uri_policy),
+            metrics=self.metrics,
+        )
+        dispatcher = Dispatcher(self.service, self.metrics)
+        auth = TokenAuth(config.auth_token)
+        try:
+            if "grpc" in config.protocols:
+                self.grpc = GrpcFrontend(
+                    dispatcher,
+                    auth,
+                    max_message_mb=config.grpc_max_message_mb,
+                    max_inflight=config.max_inflight_per_stream,
+                    tls=tls,
+                    open_health=config.open_health,
+                )
+                self.grpc_port = await self.grpc.start(config.host, config.grpc_port)
+                await self.grpc.set_serving(True)
+            if config.serves_http:
+                await self._start_http(dispatcher, auth, tls)
+        except BaseException:
+            await self.stop()
+            raise
+        for url in self.listening_urls():
+            log.info("clipserve: serving %s", url)
+        if config.port_file:
+            _write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
+
+    async def _start_http(
+        self, dispatcher: Dispatcher, auth: TokenAuth, tls: TlsFiles | None
+    ) -> None:
+        config = self.config
+        self.http_state = HttpState(
+            dispatcher=dispatcher,
+            service=self.service,
+            auth=auth,
+            metrics=self.metrics,
+            max_body_bytes=config.http_max_body_mb * MiB,
+            serve_http="http" in config.protocols,
+            serve_websocket="websocket" in config.protocols,
+            max_inflight=config.max_inflight_per_stream,
+        )
+        app = build_app(
+            self.http_state,
+            cors=config.cors,
+            open_health=config.open_health,
+            open_metrics=config.open_metrics,
+        )
+        sock = _bind(config.host, config.http_port)
+        self.http_port = sock.getsockname()[1]
+        uv_config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+            ws_max_size=config.grpc_max_message_mb * MiB,
+            timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s)),
+            server_header=False,
+        )
+        self._uvicorn = _Uvicorn(uv_config)
+        self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+        while not self._uvicorn.started:  # uvicorn offers no "started" event to await
+            if self._uvicorn_task.done():
+                self._uvicorn_task.result()
+                raise OSError(f"the HTTP server on port {self.http_port} did not start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let in-flight ones finish (``shutdown_grace_s``), stop."""
+        grace = self.config.shutdown_grace_s
+        if self.http_state is not None:
+            self.http_state.ready = False
+        jobs = []
+        if self.grpc is not None:
+            jobs.append(self.grpc.stop(grace))
+        if self._uvicorn is not None and self._uvicorn_task is not None:
+            jobs.append(self._stop_http(grace))
+        await asyncio.gather(*jobs, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.stop(drain_timeout=grace)
+        if self.model is not None and self._owns_model:
+            await asyncio.to_thread(self.model.close)
+
+    async def _stop_http(self, grace: float) -> None:
+        assert self._uvicorn is not None and self._uvicorn_task is not None
+        if self.http_state is not None:
+            await self.http_state.sessions.drain(grace)
+        self._uvicorn.should_exit = True
+        await self._uvicorn_task
+
+    # ---- addresses ----------------------------------------------------------------------
+
+    def listening_urls(self, host: str | None = None) -> list[str]:
+        """``grpc://host:port``, ``http://...``, ``ws://...`` (TLS forms with TLS)."""
+        host = host or self.config.host
+        shown = f"[{host}]" if ":" in host else host
+        tls = self.config.tls
+        urls = []
+        if self.grpc_port is not None:
+            urls.append(f"{'grpcs' if tls else 'grpc'}://{shown}:{self.grpc_port}")
+        if self.http_port is not None:
+            if "http" in self.config.protocols:
+                urls.append(f"{'https' if tls else 'http'}://{shown}:{self.http_port}")
+            if "websocket" in self.config.protocols:
+                urls.append(f"{'wss' if tls else 'ws'}://{shown}:{self.http_port}")
+        return urls
+
+
+def _load_model(config: ServerConfig) -> EmbeddingModel:
+    from clipserve.models.registry import load_model
+
+    return load_model(
+        config.model, backend=config.backend, device=config.device, cache_dir=config.cache_dir
+    )
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run slow start-up work (model loading) in a daemon thread: unlike ``to_thread``, a
+    signal during start-up can end the process without waiting for it to finish."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone already
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="clipserve-load", daemon=True).start()
+    return await future
+
+
+def _limits(value: Any) -> Any:
+    from clipserve.server.limits import Limits
+
+    if value is None or isinstance(value, Limits):
+        return value
+    if isinstance(value, Mapping):
+        return Limits(**dict(value))
+    raise ValueError(f"limits must be a mapping of Limits fields, got {value!r}")
+
+
+def _uri_policy(value: Any) -> Any:
+    if value is None or not isinstance(value, Mapping):
+        return value
+    from clipserve.server.uri_fetch import UriPolicy
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return UriPolicy(**fields)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"HTTP/WebSocket could not bind {host}:{port}: {exc.strerror}") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _write_port_file(path: str, ports: dict[str, int | None]) -> None:
+    """Written atomically, so a reader never sees half a file."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(ports), encoding="utf-8")
+    temp.replace(target)
+
+
+# ---- in-process helper for tests and scripts -------------------------------------------
+
+
+@dataclass
+class RunningServer:
+    """What ``running_server`` yields."""
+
+    server: ClipServer
+    grpc_port: int | None
+    http_port: int | None
+    #: by protocol (``grpc``, ``http``, ``websocket``) and by scheme (``ws``, ``grpcs``...)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.server.config
+
+    @property
+    def model(self) -> EmbeddingModel:
+        assert self.server.model is not None
+        return self.server.model
+
+
+def loopback_config(**changes: Any) -> ServerConfig:
+    """Loopback, ephemeral ports, the ``hash`` model and a short grace: for tests."""
+    values: dict[str, Any] = dict(
+        model="hash", host="127.0.0.1", grpc_port=0, http_port=0, shutdown_grace_s=2.0
+    )
+    values.update(changes)
+    return ServerConfig(**values)
+
+
+@contextlib.contextmanager
+def running_server(
+    config: ServerConfig | None = None,
+    *,
+    model: EmbeddingModel | None = None,
+    metrics: Metrics | None = None,
+    start_timeout: float = 300.0,
+) -> Iterator[RunningServer]:
+    """Run a whole server in a background thread (own event loop) until the block exits.
+
+    ``config`` defaults to ``loopback_config()``; pass ``model`` to reuse a loaded model.
+    """
+    config = config or loopback_config()
+    server = ClipServer(config, model=model, metrics=metrics)
+    started = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            outcome["loop"], outcome["stop"] = loop, stop
+            try:
+                await server.start()
+            except BaseException as exc:
+                outcome["error"] = exc
+                started.set()
+                return
+            started.set()
+            await stop.wait()
+            await server.stop()
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="clipserve-test-server", daemon=True)
+    thread.start()
+    if not started.wait(start_timeout):
+        raise TimeoutError(f"the server did not start within {start_timeout} s")
+    if "error" in outcome:
+        thread.join()
+        raise outcome["error"]
+    try:
+        yield RunningServer(server, server.grpc_port, server.http_port, _urls(server))
+    finally:
+        outcome["loop"].call_soon_threadsafe(outcome["stop"].set)
+        thread.join(timeout=config.shutdown_grace_s * 3 + 30)
+
+
+def _urls(server: ClipServer) -> dict[str, str]:
+    host = server.config.host
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    urls: dict[str, str] = {}
+    for url in server.listening_urls(host):
+        scheme = url.split("://", 1)[0]
+        protocol = {"grpcs": "grpc", "https": "http", "ws": "websocket", "wss": "websocket"}
+        urls[scheme] = url
+        urls[protocol.get(scheme, scheme)] = url
+    return urls

@@ -1,0 +1,162 @@
+"""Server configuration: one dataclass, filled from defaults < YAML file < environment < flags.
+
+The YAML file is a flat mapping of the field names below (dashes or underscores), e.g.::
+
+    model: builtin
+    grpc_port: 51000
+    http_port: 51001
+    protocols: [grpc, http, websocket]
+    tls_cert: /etc/clipserve/cert.pem
+    tls_key: /etc/clipserve/key.pem
+    cors: ["https://example.com"]
+    limits: {max_docs_per_request: 1024}
+
+The auth token is best given through the environment (``CLIPSERVE_AUTH_TOKEN``) so it
+stays out of process listings and config files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("grpc", "http", "websocket")
+BACKENDS = ("torch", "onnx")
+AUTH_TOKEN_ENV = "CLIPSERVE_AUTH_TOKEN"
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``clipserve serve`` can be told. Defaults are the CLI's defaults."""
+
+    model: str = "builtin"
+    backend: str = "torch"
+    device: str = "cpu"
+    cache_dir: str | None = None
+    host: str = "0.0.0.0"
+    grpc_port: int = 51000
+    #: HTTP and WebSocket share this port (WebSocket lives at path ``/``)
+    http_port: int = 51001
+    protocols: tuple[str, ...] = PROTOCOLS
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token: str | None = None
+    open_health: bool = True
+    open_metrics: bool = True
+    #: allowed CORS origins (``["*"]`` for any); empty means no CORS headers
+    cors: tuple[str, ...] = ()
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    max_queue_items: int = 4096
+    replicas: int = 1
+    preprocess_workers: int = 2
+    grpc_max_message_mb: int = 256
+    http_max_body_mb: int = 256
+    #: requests one gRPC stream / WebSocket connection may have in flight at once
+    max_inflight_per_stream: int = 64
+    #: seconds to let in-flight requests finish on shutdown
+    shutdown_grace_s: float = 10.0
+    port_file: str | None = None
+    #: ``clipserve.server.limits.Limits`` or a mapping of its fields (None: its defaults)
+    limits: Any = None
+    #: ``clipserve.server.uri_fetch.UriPolicy`` or a mapping of its fields (None: never fetch)
+    uri_policy: Any = None
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.protocols = _as_tuple(self.protocols)
+        self.cors = _as_tuple(self.cors)
+        self.validate()
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.protocols) - set(PROTOCOLS))
+        if unknown or not self.protocols:
+            raise ValueError(
+                f"protocols must be a non-empty subset of {', '.join(PROTOCOLS)}; got "
+                f"{', '.join(self.protocols) or 'none'}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both a certificate (tls_cert) and a key (tls_key)")
+        for name in ("grpc_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= int(port) <= 65535:
+                raise ValueError(f"{name} must be within 0..65535, got {port}")
+        positive = ("max_batch_size", "max_queue_items", "replicas", "grpc_max_message_mb")
+        positive += ("http_max_body_mb", "max_inflight_per_stream", "preprocess_workers")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.shutdown_grace_s < 0:
+            raise ValueError("max_wait_ms and shutdown_grace_s must be >= 0")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+    @property
+    def serves_http(self) -> bool:
+        """Whether the HTTP/WebSocket listener is needed at all."""
+        return "http" in self.protocols or "websocket" in self.protocols
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The configuration with the token masked (for logs and ``/health``)."""
+        out = dataclasses.asdict(self)
+        if out.get("auth_token"):
+            out["auth_token"] = "***"
+        return out
+
+
+FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+
+
+def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config file into field values (keys normalised to underscores)."""
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: the config file must hold a mapping of settings")
+    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(values) - FIELD_NAMES)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return values
+
+
+def build_config(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Defaults < YAML file < ``CLIPSERVE_AUTH_TOKEN`` < explicit overrides (flags)."""
+    values: dict[str, Any] = {}
+    if config_file:
+        values.update(load_yaml(config_file))
+    env = os.environ if environ is None else environ
+    if env.get(AUTH_TOKEN_ENV):
+        values["auth_token"] = env[AUTH_TOKEN_ENV]
+    values.update({k: v for k, v in (overrides or {}).items()})
+    unknown = sorted(set(values) - FIELD_NAMES)
+    if unknown:
+        raise ValueError(f"unknown setting(s): {', '.join(unknown)}")
+    return ServerConfig(**values)
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(part) for part in value)

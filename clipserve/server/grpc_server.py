@@ -1,0 +1,207 @@
+"""gRPC front-end: the bidirectional stream ``/jina.JinaRPC/Call`` that clip-client uses,
+plus the standard ``grpc.health.v1.Health`` service.
+
+Per stream, one reader task takes requests off the wire and starts one task per request
+(at most ``max_inflight`` at once, lowered by the client's ``__prefetch__`` hint); the
+handler itself is the single writer, sending replies as they finish (any order). After
+the client half-closes and the last reply is written, the call ends OK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from clipserve.errors import AuthenticationError, InvalidInputError
+from clipserve.server.auth import TokenAuth
+from clipserve.server.dispatch import Dispatcher, error_reply, parse_request
+from clipserve.server.errors_map import (
+    GRPC_ENDS_CALL,
+    GRPC_IN_BAND,
+    grpc_status,
+    public_message,
+)
+from clipserve.server.tls import TlsFiles
+from clipserve.wire import GRPC_SERVICE, DataRequestProto
+
+log = logging.getLogger("clipserve.server")
+MiB = 1024 * 1024
+HEALTH_SERVICE = "grpc.health.v1.Health"
+_END = object()
+
+
+class GrpcFrontend:
+    """Owns the ``grpc.aio`` server; ``start`` binds and returns the port."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        auth: TokenAuth,
+        *,
+        max_message_mb: int = 256,
+        max_inflight: int = 64,
+        tls: TlsFiles | None = None,
+        open_health: bool = True,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.max_inflight = max_inflight
+        self.tls = tls
+        self.health = health.aio.HealthServicer()
+        open_methods = {f"/{HEALTH_SERVICE}/Check", f"/{HEALTH_SERVICE}/Watch"}
+        size = max_message_mb * MiB
+        self.server = grpc.aio.server(
+            interceptors=[_AuthInterceptor(auth, open_methods if open_health else set())],
+            options=[
+                ("grpc.max_receive_message_length", size),
+                ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        call = grpc.stream_stream_rpc_method_handler(
+            self._call,
+            request_deserializer=None,  # raw bytes: a malformed message gets a proper answer
+            response_serializer=DataRequestProto.SerializeToString,
+        )
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(GRPC_SERVICE, {"Call": call}),)
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+
+    async def start(self, host: str, port: int) -> int:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if self.tls is not None:
+            bound = self.server.add_secure_port(address, self.tls.grpc_credentials())
+        else:
+            bound = self.server.add_insecure_port(address)
+        if not bound:
+            raise OSError(f"gRPC could not bind {address}")
+        await self.server.start()
+        return bound
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", GRPC_SERVICE):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, give running ones ``grace`` seconds, then cancel them."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+    # ---- the stream -------------------------------------------------------------------
+
+    async def _call(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:
+        limit = _prefetch_limit(context.invocation_metadata(), self.max_inflight)
+        slots = asyncio.Semaphore(limit)
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(raw: bytes) -> None:
+            try:
+                await replies.put(await self._reply_for(raw))
+            except Exception as exc:  # errors that end the call (overload, shutdown)
+                await replies.put(exc)
+            finally:
+                slots.release()
+
+        async def read_all() -> None:
+            try:
+                async for raw in requests:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(raw))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                for _ in range(limit):  # every request answered
+                    await slots.acquire()
+                await replies.put(_END)
+            except Exception as exc:
+                await replies.put(exc)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (item := await replies.get()) is not _END:
+                if isinstance(item, BaseException):
+                    await context.abort(grpc_status(item), public_message(item))
+                await context.write(item)
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def _reply_for(self, raw: bytes) -> DataRequestProto:
+        try:
+            request = parse_request(raw)
+        except InvalidInputError as exc:
+            self.dispatcher.rejected("grpc", exc)
+            request_id = getattr(exc, "request_id", None)
+            if request_id is None:  # nothing the client could match a reply to
+                raise
+            return error_reply(request_id, exc)
+        try:
+            return await self.dispatcher.answer(request, "grpc")
+        except GRPC_IN_BAND as exc:
+            return error_reply(request, exc)
+        except GRPC_ENDS_CALL:
+            raise
+        except Exception as exc:  # a bug: answer this request, keep the stream going
+            return error_reply(request, exc)
+
+
+def _prefetch_limit(metadata: Any, maximum: int) -> int:
+    for key, value in metadata or ():
+        if key == "__prefetch__":
+            try:
+                hint = int(value)
+            except (TypeError, ValueError):
+                break
+            if hint > 0:
+                return min(hint, maximum)
+    return maximum
+
+
+class _AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without the right ``authorization`` metadata before any handler runs."""
+
+    def __init__(self, auth: TokenAuth, open_methods: set[str]) -> None:
+        self.auth = auth
+        self.open_methods = open_methods
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not self.auth.enabled or details.method in self.open_methods:
+            return handler
+        try:
+            self.auth.check_metadata(details.invocation_metadata)
+        except AuthenticationError as exc:
+            return _refusing(handler, exc)
+        return handler
+
+
+def _refusing(handler: grpc.RpcMethodHandler, exc: AuthenticationError) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+
+    kind = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return kind(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

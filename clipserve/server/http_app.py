@@ -1,0 +1,280 @@
+"""HTTP front-end (Starlette on uvicorn); the WebSocket route shares the app and port.
+
+Routes: ``POST /post`` (endpoint from the body's ``execEndpoint``, default ``/``),
+``POST /encode``, ``POST /rank``, ``POST /v1/embeddings`` (OpenAI), ``GET /openapi.json``
+(clip-client reads it to pick ``/encode``), ``GET /health``, ``/healthz``, ``/readyz``,
+``GET /metrics`` (Prometheus) and the WebSocket at ``/``.
+
+Bodies are JSON (jina's shape, see ``clipserve.wire.json_codec``) or, with
+``Content-Type: application/x-protobuf``, a serialized ``DataRequestProto``; the reply is
+protobuf when the request says ``Accept: application/x-protobuf``, JSON otherwise.
+Errors are JSON with a non-2xx status (table in ``errors_map``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clipserve.errors import ClipServeError, InputRefusedError
+from clipserve.server.auth import TokenAuth
+from clipserve.server.dispatch import Dispatcher, parse_request
+from clipserve.server.errors_map import http_error_body, http_status
+from clipserve.server.websocket import WebSocketSessions
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from clipserve.wire.json_codec import loads, request_from_json, request_to_json
+from clipserve.wire.messages import endpoint_of
+
+log = logging.getLogger("clipserve.server")
+PROTOBUF = "application/x-protobuf"
+_PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
+HEALTH_PATHS = ("/health", "/healthz", "/readyz")
+#: bodies larger than this are parsed in a worker thread, off the event loop
+_THREAD_PARSE_BYTES = 512 * 1024
+
+
+class BodyTooLargeError(InputRefusedError):
+    """The request body is above the configured limit."""
+
+
+@dataclass
+class HttpState:
+    """What the routes need; ``ready`` turns False while the server drains."""
+
+    dispatcher: Dispatcher
+    service: Any
+    auth: TokenAuth
+    metrics: Any
+    max_body_bytes: int
+    serve_http: bool = True
+    serve_websocket: bool = True
+    max_inflight: int = 64
+    ready: bool = True
+    sessions: WebSocketSessions = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = WebSocketSessions(self.dispatcher, self.auth, self.max_inflight)
+
+
+def build_app(
+    state: HttpState,
+    *,
+    cors: tuple[str, ...] = (),
+    open_health: bool = True,
+    open_metrics: bool = True,
+) -> Starlette:
+    routes: list[Route | WebSocketRoute] = []
+    if state.serve_http:
+        routes += [
+            Route("/openapi.json", _openapi, methods=["GET"]),
+            Route("/post", _data_route(state, None), methods=["POST"]),
+            Route("/encode", _data_route(state, "/encode"), methods=["POST"]),
+            Route("/rank", _data_route(state, "/rank"), methods=["POST"]),
+            Route("/v1/embeddings", _openai_route(state), methods=["POST"]),
+            Route("/metrics", _metrics_route(state), methods=["GET"]),
+        ]
+        routes += [
+            Route(path, _health_route(state, path), methods=["GET"]) for path in HEALTH_PATHS
+        ]
+    if state.serve_websocket:
+        routes.append(WebSocketRoute("/", state.sessions.serve))
+    open_paths = {"/openapi.json"}
+    if open_health:
+        open_paths.update(HEALTH_PATHS)
+    if open_metrics:
+        open_paths.add("/metrics")
+    middleware = []
+    if cors:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+            )
+        )
+    middleware.append(Middleware(_AuthMiddleware, auth=state.auth, open_paths=open_paths))
+    handlers = {404: _not_found, 405: _not_found}
+    return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+# ---- routes ---------------------------------------------------------------------------
+
+
+def _data_route(
+    state: HttpState, path_endpoint: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        try:
+            body = await _read_body(request, state.max_body_bytes)
+            data_request = await _parse(body, request.headers.get("content-type", ""))
+        except Exception as exc:
+            state.dispatcher.rejected("http", exc, path_endpoint or "/")
+            return _error_response(exc)
+        if path_endpoint and endpoint_of(data_request) != path_endpoint:
+            data_request.header.exec_endpoint = path_endpoint
+        try:
+            reply = await state.dispatcher.answer(data_request, "http")
+        except Exception as exc:
+            return _error_response(exc)
+        if PROTOBUF in request.headers.get("accept", ""):
+            return Response(reply.SerializeToString(), media_type=PROTOBUF)
+        return JSONResponse(request_to_json(reply))
+
+    return route
+
+
+async def _parse(body: bytes, content_type: str) -> DataRequestProto:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in _PROTOBUF_TYPES:
+        return parse_request(body)
+    if len(body) > _THREAD_PARSE_BYTES:
+        return await asyncio.to_thread(_from_json, body)
+    return _from_json(body)
+
+
+def _from_json(body: bytes) -> DataRequestProto:
+    request = request_from_json(loads(body), default_endpoint="/")
+    for doc in request.data.docs.docs:  # curl users send no ids; replies must carry one
+        if not doc.id:
+            doc.id = uuid.uuid4().hex
+    return request
+
+
+def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        try:
+            body = loads(await _read_body(request, state.max_body_bytes))
+            reply = await state.service.embed_openai(body)
+        except Exception as exc:
+            return _error_response(exc)
+        return JSONResponse(reply)
+
+    return route
+
+
+def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        ready = state.ready
+        body = {"status": "ok" if ready else "draining", **state.service.info()}
+        if path == "/readyz" and not ready:
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    return route
+
+
+def _metrics_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    async def route(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return route
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    what = "no such path" if status == 404 else "method not allowed on"
+    message = f"{what} {request.method} {request.url.path}"
+    body = {"error": {"type": "NotFound" if status == 404 else "MethodNotAllowed"}}
+    body["error"]["message"] = message
+    return JSONResponse(body, status_code=status)
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(f"request body of {declared} bytes is above the {limit} limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"request body is above the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_response(exc: Exception) -> Response:
+    if not isinstance(exc, ClipServeError):
+        log.exception("HTTP request failed")
+    status = 413 if isinstance(exc, BodyTooLargeError) else http_status(exc)
+    return JSONResponse(http_error_body(exc), status_code=status)
+
+
+class _AuthMiddleware:
+    """401 for HTTP requests without the right ``Authorization`` header (WebSocket
+    connections are checked by the WebSocket handler, which also takes a first frame)."""
+
+    def __init__(self, app: ASGIApp, auth: TokenAuth, open_paths: set[str]) -> None:
+        self.app = app
+        self.auth = auth
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.auth.enabled and scope["path"] not in self.open_paths:
+            credential = None
+            for key, value in scope.get("headers", ()):
+                if key == b"authorization":
+                    credential = value
+            if not self.auth.accepts(credential):
+                exc = _auth_error(credential)
+                response = JSONResponse(
+                    http_error_body(exc), status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _auth_error(credential: bytes | None) -> Exception:
+    from clipserve.errors import AuthenticationError
+
+    reason = "missing credential" if not credential else "wrong credential"
+    return AuthenticationError(f"unauthenticated: {reason} (send the Authorization header)")
+
+
+def _post(summary: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"content": {"application/json": {}, PROTOBUF: {}}},
+            "responses": {"200": {"description": "the request with embeddings filled in"}},
+        }
+    }
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.2",
+    "info": {"title": "clipserve", "version": "1"},
+    "paths": {
+        "/post": _post("Any endpoint, named by execEndpoint in the body (default /)"),
+        "/encode": _post("Embed texts and images"),
+        "/rank": _post("Rank each document's matches by CLIP score"),
+        "/v1/embeddings": _post("OpenAI-compatible embeddings"),
+        "/health": {"get": {"summary": "Liveness and model info"}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while starting or draining"}},
+        "/metrics": {"get": {"summary": "Prometheus metrics"}},
+    },
+}

@@ -1,0 +1,194 @@
+"""WebSocket front-end at ``/`` (subprotocol ``bytes``), on the HTTP port.
+
+Each binary frame is one serialized ``DataRequestProto``; each reply is one binary frame
+(any order, matched by ``header.request_id``). The single-byte frame ``b"\\x00"`` ends the
+input: the server sends the remaining replies, then closes with 1000.
+
+Authentication (when a token is configured): the ``Authorization`` header on the upgrade
+request, or else a first *text* frame ``{"authorization": "<token>"}`` (browsers cannot
+set headers). A wrong or missing credential closes with 1008 before anything is read.
+Request-level errors, overload included, are ERROR replies (``errors_map``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from clipserve.errors import AuthenticationError, InvalidInputError, ServerUnavailableError
+from clipserve.server.auth import TokenAuth
+from clipserve.server.dispatch import Dispatcher, error_reply, parse_request
+from clipserve.server.errors_map import (
+    WS_IN_BAND,
+    WS_NORMAL,
+    WS_UNSUPPORTED_DATA,
+    public_message,
+    ws_close_code,
+)
+from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+
+log = logging.getLogger("clipserve.server")
+AUTH_FRAME_TIMEOUT_S = 30.0
+_MAX_REASON = 120  # close reasons must fit in 123 bytes
+
+
+class WebSocketSessions:
+    """Serves connections and remembers the open ones so shutdown can drain them."""
+
+    def __init__(self, dispatcher: Dispatcher, auth: TokenAuth, max_inflight: int) -> None:
+        self.dispatcher = dispatcher
+        self.auth = auth
+        self.max_inflight = max_inflight
+        self._open: weakref.WeakSet[_Session] = weakref.WeakSet()
+
+    async def serve(self, websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
+        session = _Session(websocket, self)
+        self._open.add(session)
+        try:
+            await session.run()
+        finally:
+            self._open.discard(session)
+
+    async def drain(self, timeout: float) -> None:
+        """Let every connection finish its in-flight requests, then close it with 1001."""
+        sessions = list(self._open)
+        if sessions:
+            await asyncio.gather(*(s.drain(timeout) for s in sessions), return_exceptions=True)
+
+
+class _Session:
+    def __init__(self, websocket: WebSocket, owner: WebSocketSessions) -> None:
+        self.ws = websocket
+        self.owner = owner
+        self.slots = asyncio.Semaphore(owner.max_inflight)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.send_lock = asyncio.Lock()
+        self.closed = False
+
+    async def run(self) -> None:
+        try:
+            if not await self._authenticate():
+                return
+            while not self.closed:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                data = message.get("bytes")
+                if data is None:
+                    await self.close(WS_UNSUPPORTED_DATA, "text frames are not requests")
+                    break
+                if data == WS_END_OF_INPUT:
+                    await self._finish_in_flight()
+                    await self.close(WS_NORMAL, "end of input")
+                    break
+                await self.slots.acquire()
+                task = asyncio.create_task(self._answer(data))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            for task in list(self.tasks):  # the client left: stop its work
+                task.cancel()
+
+    async def _authenticate(self) -> bool:
+        auth = self.owner.auth
+        if not auth.enabled:
+            return True
+        header = self.ws.headers.get("authorization")
+        try:
+            if header is not None:
+                auth.check(header)
+                return True
+            async with asyncio.timeout(AUTH_FRAME_TIMEOUT_S):
+                message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return False
+            auth.check(_token_from_frame(message.get("text")))
+            return True
+        except (AuthenticationError, TimeoutError) as exc:
+            reason = str(exc) if isinstance(exc, AuthenticationError) else "no credential sent"
+            self.owner.dispatcher.rejected("websocket", AuthenticationError(reason))
+            await self.close(1008, reason)
+            return False
+
+    async def _answer(self, data: bytes) -> None:
+        try:
+            reply = await self._reply_for(data)
+            if reply is not None:
+                await self.send(reply)
+        except ServerUnavailableError as exc:
+            await self.close(ws_close_code(exc), public_message(exc))
+        except Exception:
+            log.exception("WebSocket request failed")
+            await self.close(1011, "internal server error")
+        finally:
+            self.slots.release()
+
+    async def _reply_for(self, data: bytes) -> DataRequestProto | None:
+        try:
+            request = parse_request(data)
+        except InvalidInputError as exc:
+            self.owner.dispatcher.rejected("websocket", exc)
+            request_id = getattr(exc, "request_id", None)
+            if request_id is None:
+                await self.close(ws_close_code(exc), public_message(exc))
+                return None
+            return error_reply(request_id, exc)
+        try:
+            return await self.owner.dispatcher.answer(request, "websocket")
+        except WS_IN_BAND as exc:
+            return error_reply(request, exc)
+
+    async def send(self, reply: DataRequestProto) -> None:
+        payload = reply.SerializeToString()
+        async with self.send_lock:
+            if self.closed:
+                return
+            try:
+                await self.ws.send_bytes(payload)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self.closed = True
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self.send_lock:
+            if self.closed:
+                return
+            self.closed = True
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await self.ws.close(code, reason[:_MAX_REASON])
+
+    async def _finish_in_flight(self) -> None:
+        for _ in range(self.owner.max_inflight):
+            await self.slots.acquire()
+        for _ in range(self.owner.max_inflight):
+            self.slots.release()
+
+    async def drain(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._finish_in_flight()
+        except TimeoutError:
+            pass
+        await self.close(1001, "server shutting down")
+
+
+def _token_from_frame(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, dict):
+        token = value.get("authorization") or value.get("Authorization")
+        return token if isinstance(token, str) else None
+    return None

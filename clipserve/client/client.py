@@ -1,0 +1,272 @@
+"""``Client``: the public face. Every method exists twice, ``encode``/``aencode``,
+``rank``/``arank``, ``profile``/``aprofile``: the async one is real asyncio; the sync one
+runs it on the client's private background loop (see ``sync.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from clipserve.client import profile as profiling
+from clipserve.client.core import Job, endpoint_for, plan_job
+from clipserve.client.fetch import ImageFetcher
+from clipserve.client.inputs import PendingFetch, fill_from_string
+from clipserve.client.pipeline import Callback, Pipeline
+from clipserve.client.progress import ProgressReporter
+from clipserve.client.retry import RetryPolicy
+from clipserve.client.sync import LoopThread
+from clipserve.client.transports import Transport, TransportOptions, make_transport
+from clipserve.client.urls import parse_server
+from clipserve.errors import RemoteError
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+
+#: documents per request; large enough that per-request overhead is not the bottleneck
+DEFAULT_BATCH_SIZE = 64
+#: requests built-but-unanswered at once (bounds memory: prefetch x batch_size inputs)
+DEFAULT_PREFETCH = 16
+
+
+def credential_token(credential: Mapping[str, Any] | str | None) -> str | None:
+    """``{'Authorization': token}`` (clip-client's form) or a plain token string."""
+    if credential is None:
+        return None
+    if isinstance(credential, str):
+        return credential or None
+    if isinstance(credential, Mapping):
+        for key, value in credential.items():
+            if str(key).lower() == "authorization":
+                return str(value) if value else None
+        if not credential:
+            return None
+        raise ValueError("credential must be a token string or {'Authorization': token}")
+    raise TypeError(f"credential must be a str or dict, got {type(credential).__name__}")
+
+
+class Client:
+    """A CLIP-as-service client over gRPC, HTTP or WebSocket (and their TLS forms).
+
+    ``Client("grpc://127.0.0.1:51000")``; see ``docs/client.md`` for every option."""
+
+    def __init__(
+        self,
+        server: str,
+        credential: Mapping[str, Any] | str | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        prefetch: int = DEFAULT_PREFETCH,
+        timeout: float | None = 300.0,
+        connect_timeout: float = 5.0,
+        retries: int = 0,
+        retry_backoff: float = 0.5,
+        verify: bool | str = True,
+        fetch_timeout: float = 30.0,
+    ) -> None:
+        self.address = parse_server(server)
+        self.server = server
+        if isinstance(verify, str) and not os.path.isfile(verify):
+            raise ValueError(f"verify={verify!r}: no such CA certificate file")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
+            raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
+        if timeout is not None and timeout <= 0 or connect_timeout <= 0:
+            raise ValueError("timeout and connect_timeout must be positive (timeout may be None)")
+        self.batch_size = batch_size
+        self.prefetch = prefetch
+        self.timeout = timeout
+        self.fetch_timeout = fetch_timeout
+        self.retry = RetryPolicy(retries, retry_backoff)
+        self._options = TransportOptions(
+            address=self.address,
+            token=credential_token(credential),
+            connect_timeout=connect_timeout,
+            verify=verify,
+            prefetch=prefetch,
+        )
+        self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_thread = LoopThread()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Client({self.server!r})"
+
+    # -- encode -----------------------------------------------------------------------
+    def encode(self, content: Iterable[Any], **kwargs: Any) -> Any:
+        """Embeddings of ``content``: an iterable of ``str`` -> ``ndarray [N, D]``; an
+        iterable of ``Document`` -> ``DocumentArray`` with ``.embedding`` set. With
+        ``on_done``/``on_error``/``on_always`` callbacks, replies go to them and the result is
+        ``None``. Keyword arguments as ``aencode``."""
+        self._check_open()
+        return self._loop_thread.run(self.aencode(content, **kwargs))
+
+    async def aencode(
+        self,
+        content: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        parameters: Mapping[str, Any] | None = None,
+        on_done: Callback | None = None,
+        on_error: Callback | None = None,
+        on_always: Callback | None = None,
+        prefetch: int | None = None,
+    ) -> Any:
+        self._check_open()
+        collect = not (on_done or on_error or on_always)
+        endpoint = endpoint_for("/encode", parameters)
+        job = plan_job(content, endpoint, parameters, batch_size or self.batch_size, collect)
+        return await self._run(job, show_progress, prefetch, on_done, on_error, on_always)
+
+    # -- rank -------------------------------------------------------------------------
+    def rank(self, docs: Iterable[Any], **kwargs: Any) -> Any:
+        """Re-rank each query Document's ``.matches`` by ``scores['clip_score']``."""
+        self._check_open()
+        return self._loop_thread.run(self.arank(docs, **kwargs))
+
+    async def arank(
+        self,
+        docs: Iterable[Any],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        parameters: Mapping[str, Any] | None = None,
+        on_done: Callback | None = None,
+        on_error: Callback | None = None,
+        on_always: Callback | None = None,
+        prefetch: int | None = None,
+    ) -> Any:
+        self._check_open()
+        collect = not (on_done or on_error or on_always)
+        endpoint = endpoint_for("/rank", parameters)
+        job = plan_job(docs, endpoint, parameters, batch_size or self.batch_size, collect)
+        if job.kind == "strings":
+            raise TypeError("rank() takes Documents whose .matches hold the candidates")
+        if job.total is not None:
+            list(_require_matches(docs))  # sized input: check everything before sending
+        job.items = _require_matches(job.items)
+        return await self._run(job, show_progress, prefetch, on_done, on_error, on_always)
+
+    # -- profile ----------------------------------------------------------------------
+    def profile(self, content: str = "") -> dict[str, float]:
+        """Send one document, print where the time went (rich tree), return it in ms."""
+        self._check_open()
+        return self._loop_thread.run(self.aprofile(content))
+
+    async def aprofile(self, content: str = "") -> dict[str, float]:
+        self._check_open()
+        if not isinstance(content, str):
+            raise TypeError(f"profile() takes a string, got {type(content).__name__}")
+        request = DataRequestProto()
+        request.header.request_id = uuid.uuid4().hex
+        request.header.exec_endpoint = "/"
+        request.parameters.update({"__results__": {}})
+        doc = request.data.docs.docs.add(id=uuid.uuid4().hex)
+        pending: list[PendingFetch] = []
+        if content:
+            fill_from_string(content, doc, pending)
+        fetcher = ImageFetcher(self.fetch_timeout)
+        try:
+            await fetcher.fill(pending)
+        finally:
+            await fetcher.aclose()
+        transport = self._transport()
+        started = time.perf_counter()
+        reply = None
+        async with contextlib.aclosing(transport.stream(_once(request))) as replies:
+            reply = await anext(replies, None)
+        roundtrip = (time.perf_counter() - started) * 1000.0
+        if reply is None or not reply.routes:
+            raise RemoteError(f"{self.server}: the server sent no timing routes to profile")
+        summary = profiling.summarize(reply, roundtrip)
+        profiling.render(summary)
+        return summary
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self) -> None:
+        """Close connections and stop the background loop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop_thread.close(self._close_loop_transport())
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections (and the background loop's)."""
+        await self._close_loop_transport()
+        self.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- internals --------------------------------------------------------------------
+    async def _run(
+        self,
+        job: Job,
+        show_progress: bool,
+        prefetch: int | None,
+        on_done: Callback | None,
+        on_error: Callback | None,
+        on_always: Callback | None,
+    ) -> Any:
+        reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
+        pipeline = Pipeline(
+            job,
+            self._transport(),
+            prefetch=prefetch or self.prefetch,
+            timeout=self.timeout,
+            retry=self.retry,
+            fetch_timeout=self.fetch_timeout,
+            progress=reporter,
+            on_done=on_done,
+            on_error=on_error,
+            on_always=on_always,
+        )
+        if reporter is not None:
+            reporter.start()
+        try:
+            return await pipeline.run()
+        finally:
+            if reporter is not None:
+                reporter.stop()
+
+    def _transport(self) -> Transport:
+        loop = asyncio.get_running_loop()
+        transport = self._transports.get(loop)
+        if transport is None:
+            transport = make_transport(self._options)
+            self._transports[loop] = transport
+        return transport
+
+    async def _close_loop_transport(self) -> None:
+        transport = self._transports.pop(asyncio.get_running_loop(), None)
+        if transport is not None:
+            await transport.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+
+
+async def _once(request: DataRequestProto) -> Any:
+    yield request
+
+
+def _require_matches(items: Any) -> Any:
+    for position, doc in enumerate(items):
+        if not doc.matches:
+            raise ValueError(f"input #{position} (Document {doc.id!r}) has no .matches to rank")
+        yield doc

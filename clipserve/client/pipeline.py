@@ -1,0 +1,211 @@
+"""The streaming engine of one encode/rank call (asyncio, protocol-agnostic).
+
+A producer task cuts the input into batches just in time: it takes a window slot
+(``prefetch`` batches may be built-but-unanswered at once, which bounds memory), builds the
+next request in a worker thread (local files are read there), downloads http(s) images,
+and queues it. Each stream attempt sends first every still-unanswered batch, then new ones,
+while a consumer matches replies to batches by request id and frees their slots. Sending
+never waits for receiving. On a transient failure with retries left, a new stream resends
+only what is unanswered; a late duplicate reply is ignored, so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from clipserve.client.core import Batch, Job, Results, is_request_level, next_batch
+from clipserve.client.errors_map import from_error_name
+from clipserve.client.fetch import ImageFetcher
+from clipserve.client.progress import ProgressReporter
+from clipserve.client.response import Response
+from clipserve.client.retry import RetryPolicy, is_transient
+from clipserve.client.transports import Transport
+from clipserve.errors import (
+    AuthenticationError,
+    ClientTimeoutError,
+    PartialFailureError,
+    RemoteError,
+    ServerUnavailableError,
+)
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+
+Callback = Callable[[Response], Any]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        job: Job,
+        transport: Transport,
+        *,
+        prefetch: int,
+        timeout: float | None,
+        retry: RetryPolicy,
+        fetch_timeout: float,
+        progress: ProgressReporter | None = None,
+        on_done: Callback | None = None,
+        on_error: Callback | None = None,
+        on_always: Callback | None = None,
+    ) -> None:
+        self.job = job
+        self.transport = transport
+        self.prefetch = max(1, prefetch)
+        self.timeout = timeout
+        self.retry = retry
+        self.progress = progress
+        self.on_done, self.on_error, self.on_always = on_done, on_error, on_always
+        self.results = Results(job.kind, job.endpoint, job.collect)
+        self._fetcher = ImageFetcher(fetch_timeout)
+        self._ready: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._window = asyncio.Semaphore(self.prefetch)
+        self._unanswered: dict[str, Batch] = {}
+        self._end_seen = False
+        self._replies = 0
+        self._last_event = time.monotonic()
+
+    async def run(self) -> Any:
+        producer = asyncio.create_task(self._produce())
+        attempt = 0
+        try:
+            while True:
+                replies_before = self._replies
+                try:
+                    await self._attempt(producer)
+                    break
+                except Exception as exc:
+                    if not is_transient(exc) or producer.done() and producer.exception():
+                        raise
+                    attempt = 1 if self._replies > replies_before else attempt + 1
+                    if attempt > self.retry.retries:
+                        raise
+                    await asyncio.sleep(self.retry.delay(attempt))
+        finally:
+            producer.cancel()
+            with contextlib.suppress(BaseException):
+                await producer
+            await self._fetcher.aclose()
+        return self._finish()
+
+    def _finish(self) -> Any:
+        results = self.results
+        value = results.finish()
+        if results.failures and self.on_error is None:
+            names = ", ".join(f"{k}: {v}" for k, v in list(results.failures.items())[:5])
+            more = len(results.failures) - 5
+            summary = f"{len(results.failures)} document(s) failed on the server ({names}"
+            summary += f", and {more} more)" if more > 0 else ")"
+            if results.succeeded:
+                raise PartialFailureError(summary, dict(results.failures), value)
+            raise RemoteError(summary, dict(results.failures))
+        return value
+
+    async def _produce(self) -> None:
+        index = start = 0
+        while True:
+            await self._window.acquire()
+            batch = await asyncio.to_thread(next_batch, self.job, index, start)
+            if batch is None:
+                break
+            if batch.pending:
+                await self._fetcher.fill(batch.pending)
+            index += 1
+            start += len(batch.ids)
+            await self._ready.put(batch)
+        await self._ready.put(None)
+
+    async def _attempt(self, producer: asyncio.Task[None]) -> None:
+        self._last_event = time.monotonic()
+        consumer = asyncio.create_task(self._consume())
+        watchdog = asyncio.create_task(self._watch()) if self.timeout else None
+        waiting: set[asyncio.Task[Any]] = {consumer} | ({watchdog} if watchdog else set())
+        if not producer.done():
+            waiting.add(producer)
+        try:
+            while True:
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if consumer in done:
+                    return consumer.result()
+                if producer in done:
+                    producer.result()  # raises the input error, if any
+                    waiting.discard(producer)
+                if watchdog is not None and watchdog in done:
+                    watchdog.result()
+        finally:
+            for task in (consumer, watchdog):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    async def _requests(self) -> AsyncIterator[DataRequestProto]:
+        for batch in list(self._unanswered.values()):
+            yield batch.request  # resend after a failed attempt
+        while not self._end_seen:
+            batch = await self._ready.get()
+            if batch is None:
+                self._end_seen = True
+                break
+            if not self._unanswered:
+                self._last_event = time.monotonic()
+            self._unanswered[batch.request_id] = batch
+            yield batch.request
+
+    async def _consume(self) -> None:
+        async with contextlib.aclosing(self.transport.stream(self._requests())) as replies:
+            async for reply in replies:
+                batch = self._unanswered.get(reply.header.request_id)
+                if batch is None:
+                    continue  # a late duplicate of an answered batch, or an unknown id
+                self._raise_request_error(reply)
+                del self._unanswered[batch.request_id]
+                self._window.release()
+                self._replies += 1
+                self._last_event = time.monotonic()
+                self._deliver(batch, reply)
+                if self._end_seen and not self._unanswered:
+                    return
+        if not (self._end_seen and not self._unanswered):
+            raise ServerUnavailableError(
+                f"{self.transport.options.address.url} ended the stream with "
+                f"{len(self._unanswered)} request(s) unanswered"
+            )
+
+    def _raise_request_error(self, reply: DataRequestProto) -> None:
+        """A reply refusing the whole request: transient (retried), auth, or anything else
+        request-level (bad endpoint, bad parameters...), which fails the call at once."""
+        if not is_request_level(reply):
+            return
+        status = reply.header.status
+        url = self.transport.options.address.url
+        message = f"{url}: {status.description or status.exception.name or 'request refused'}"
+        kind = from_error_name(status.exception.name)
+        if kind is not None and (is_transient(kind("")) or kind is AuthenticationError):
+            raise kind(message)
+        if self.on_error is None:
+            raise RemoteError(message)
+
+    def _deliver(self, batch: Batch, reply: DataRequestProto) -> None:
+        failures = self.results.accept(batch, reply)
+        if self.progress is not None:
+            self.progress.advance(len(batch.ids))
+        callbacks = (self.on_error if failures else self.on_done), self.on_always
+        if any(callbacks):
+            response = Response(reply, batch, failures)
+            for callback in callbacks:
+                if callback is not None:
+                    callback(response)
+
+    async def _watch(self) -> None:
+        assert self.timeout is not None
+        while True:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            idle = time.monotonic() - self._last_event
+            if self._unanswered and idle > self.timeout:
+                raise ClientTimeoutError(
+                    f"{self.transport.options.address.url}: no reply for {self.timeout:g}s "
+                    f"with {len(self._unanswered)} request(s) in flight"
+                )

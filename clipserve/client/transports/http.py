@@ -1,0 +1,198 @@
+"""HTTP: one POST per request, up to ``prefetch`` of them at once over one
+``httpx.AsyncClient``. The target path is chosen as clip-client does (after reading
+``/openapi.json``: the endpoint itself if listed, else ``/default``, else ``/post``) and the
+body is jina's JSON. A clipserve server announces itself (``x-clipserve`` in its OpenAPI
+document); then requests and replies travel as protobuf (``application/x-protobuf``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from clipserve.client.errors_map import from_http
+from clipserve.client.jsonreply import reply_from_json, request_to_json_body
+from clipserve.client.transports import Transport, TransportOptions
+from clipserve.errors import ClientTimeoutError, RemoteError, ServerUnavailableError
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from clipserve.wire.messages import endpoint_of
+
+PROTOBUF = "application/x-protobuf"
+CLIPSERVE_MARKER = "x-clipserve"
+
+
+class HttpTransport(Transport):
+    def __init__(self, options: TransportOptions) -> None:
+        super().__init__(options)
+        self._client: httpx.AsyncClient | None = None
+        self._post_paths: set[str] | None = None
+        self.protobuf = False  # True once the server is known to be clipserve
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            options = self.options
+            headers = {"Authorization": options.token} if options.token else {}
+            limit = max(1, options.prefetch)
+            self._client = httpx.AsyncClient(
+                base_url=options.address.http_base,
+                headers=headers,
+                timeout=httpx.Timeout(None, connect=options.connect_timeout),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                verify=options.ssl_context() or True,
+                trust_env=False,
+            )
+        return self._client
+
+    async def _discover(self) -> None:
+        """Read ``/openapi.json`` once: which paths accept POST, and is this clipserve?"""
+        if self._post_paths is not None:
+            return
+        try:
+            response = await self._http().get("/openapi.json")
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        paths: set[str] = set()
+        if response.status_code in (401, 403):
+            raise from_http(response.status_code, response.text[:300], self.options.address.url)
+        if response.status_code == 200:
+            with contextlib.suppress(ValueError, AttributeError):
+                document = response.json()
+                paths = {
+                    path
+                    for path, methods in (document.get("paths") or {}).items()
+                    if isinstance(methods, dict) and "post" in methods
+                }
+                info = document.get("info") or {}
+                self.protobuf = bool(
+                    document.get(CLIPSERVE_MARKER)
+                    or info.get(CLIPSERVE_MARKER)
+                    or info.get("title") == "clipserve"
+                )
+        self._post_paths = paths
+
+    def _path_for(self, request: DataRequestProto) -> str:
+        if self.protobuf:
+            return "/post"
+        endpoint = request.header.exec_endpoint or "/"
+        paths = self._post_paths or set()
+        for candidate in (endpoint, endpoint_of(request), "/default"):
+            if candidate in paths and candidate != "/":
+                return candidate
+        return "/post"
+
+    async def post(self, request: DataRequestProto) -> DataRequestProto:
+        path = self._path_for(request)
+        if self.protobuf:
+            content = request.SerializeToString()
+            headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
+            kwargs: dict[str, Any] = {"content": content, "headers": headers}
+        else:
+            kwargs = {"json": request_to_json_body(request)}
+        url = self.options.address.url
+        try:
+            response = await self._http().post(path, **kwargs)
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise self._unavailable(exc) from exc
+            raise ClientTimeoutError(f"{url}: no HTTP reply in time") from exc
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        reply = self._read_reply(response)
+        if not reply.header.request_id:  # one reply per POST: it answers this request
+            reply.header.request_id = request.header.request_id
+        return reply
+
+    def _read_reply(self, response: httpx.Response) -> DataRequestProto:
+        url = self.options.address.url
+        status = response.status_code
+        is_protobuf = response.headers.get("content-type", "").startswith(PROTOBUF)
+        if status >= 300:
+            raise from_http(status, _detail(response), url)
+        try:
+            if is_protobuf:
+                return DataRequestProto.FromString(response.content)
+            body = response.json()
+        except Exception as exc:  # noqa: BLE001 - not our reply format
+            raise RemoteError(f"{url}: unreadable HTTP reply ({exc})") from exc
+        if isinstance(body, dict) and isinstance(body.get("header"), dict):
+            return reply_from_json(body)  # a reply (possibly with per-document failures)
+        raise RemoteError(f"{url}: HTTP reply is not a jina DataRequest: {str(body)[:200]}")
+
+    def _unavailable(self, exc: Exception) -> ServerUnavailableError:
+        kind = type(exc).__name__
+        return ServerUnavailableError(
+            f"cannot reach HTTP server {self.options.address.url}: {kind} {exc}"
+        )
+
+    async def stream(
+        self, requests: AsyncIterator[DataRequestProto]
+    ) -> AsyncIterator[DataRequestProto]:
+        await self._discover()
+        replies: asyncio.Queue[Any] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+        outstanding = 0
+        fed_all = False
+
+        async def one(request: DataRequestProto) -> None:
+            nonlocal outstanding
+            try:
+                result: Any = await self.post(request)
+            except Exception as exc:  # noqa: BLE001 - handed to the reader below
+                result = exc
+            outstanding -= 1
+            replies.put_nowait(result)
+
+        async def feed() -> None:
+            nonlocal outstanding, fed_all
+            try:
+                async for request in requests:
+                    outstanding += 1
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            finally:
+                fed_all = True
+                replies.put_nowait(None)  # wake the reader
+
+        feeder = asyncio.create_task(feed())
+        try:
+            while True:
+                item = await replies.get()
+                if item is None:
+                    if feeder.done() and not feeder.cancelled() and feeder.exception():
+                        raise feeder.exception()  # type: ignore[misc]
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+                if fed_all and outstanding == 0 and replies.empty():
+                    return
+        finally:
+            feeder.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(feeder, *tasks, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message", "description"):
+            if body.get(key):
+                return str(body[key])[:300]
+        header = body.get("header")
+        if isinstance(header, dict) and isinstance(header.get("status"), dict):
+            return str(header["status"].get("description", ""))[:300]
+    return str(body)[:300]

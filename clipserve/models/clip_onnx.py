@@ -9,7 +9,9 @@ transformers and torch versions and a fingerprint of the weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -164,7 +166,8 @@ def _export_towers(clip: Any, directory: Path) -> None:
     example_ids = torch.full((2, 8), eos, dtype=torch.long)
     example_ids[:, 0] = int(clip.config.text_config.bos_token_id)
     example_ids[0, 1:7] = 300
-    with torch.inference_mode(False), torch.no_grad():
+    quiet = contextlib.redirect_stdout(io.StringIO())  # the exporter narrates on stdout
+    with quiet, torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
             VisionTower().eval(),
             (torch.zeros(2, 3, size, size),),

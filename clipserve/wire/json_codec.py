@@ -50,6 +50,8 @@ def loads(body: bytes | str) -> Any:
         raise InvalidInputError(f"malformed JSON: {exc.msg} at {where}") from exc
     except RecursionError as exc:
         raise InvalidInputError("malformed JSON: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        raise InvalidInputError(f"malformed JSON: {exc}") from exc
 
 
 def request_from_json(obj: Any, default_endpoint: str = "/") -> DataRequestProto:
@@ -66,9 +68,7 @@ def request_from_json(obj: Any, default_endpoint: str = "/") -> DataRequestProto
         raise InvalidInputError("'header' must be an object")
     header = {snake(k): v for k, v in header.items()}
     endpoint = top.get("exec_endpoint") or header.get("exec_endpoint") or default_endpoint
-    if not isinstance(endpoint, str):
-        raise InvalidInputError("'execEndpoint' must be a string")
-    request.header.exec_endpoint = endpoint
+    request.header.exec_endpoint = _string(endpoint, "'execEndpoint'")
     request_id = header.get("request_id") or top.get("request_id")
     if request_id is not None:
         request.header.request_id = _string(request_id, "header.requestId")
@@ -78,7 +78,7 @@ def request_from_json(obj: Any, default_endpoint: str = "/") -> DataRequestProto
             raise InvalidInputError("'parameters' must be an object")
         try:
             request.parameters.update(dict(parameters))
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInputError(f"'parameters' cannot be represented: {exc}") from exc
     data = top.get("data")
     if isinstance(data, Mapping) and "docs" in data:
@@ -97,7 +97,7 @@ def doc_from_json(item: Any, out: DocumentProto, where: str = "document", depth:
     if depth > MAX_NESTING:
         raise InvalidInputError(f"{where}: documents nested deeper than {MAX_NESTING} levels")
     if isinstance(item, str):  # a bare string in "data" is taken as a sentence
-        out.text = item
+        out.text = _string(item, where)
         return
     if not isinstance(item, Mapping):
         raise InvalidInputError(f"{where} must be an object, got {type(item).__name__}")
@@ -117,7 +117,10 @@ def doc_from_json(item: Any, out: DocumentProto, where: str = "document", depth:
     if "tags" in fields:
         if not isinstance(fields["tags"], Mapping):
             raise InvalidInputError(f"{where}.tags must be an object")
-        out.tags.update(dict(fields["tags"]))
+        try:
+            out.tags.update(dict(fields["tags"]))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidInputError(f"{where}.tags cannot be represented: {exc}") from exc
     for name in ("matches", "chunks"):
         children = fields.get(name)
         if children is None:
@@ -190,6 +193,10 @@ def doc_to_json(doc: DocumentProto) -> dict[str, Any]:
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{where} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # JSON allows lone surrogates ("\ud800"); UTF-8 doesn't
+        raise InvalidInputError(f"{where} is not valid Unicode (position {exc.start})") from exc
     return value
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 
 from clipserve.errors import InvalidInputError
@@ -10,6 +13,8 @@ from clipserve.wire.clipserve_wire_pb2 import NdArrayProto
 # Only plain numeric dtypes travel; object/void/string dtypes are refused before parsing.
 _ALLOWED_KINDS = frozenset("biuf")
 MAX_TENSOR_BYTES = 256 * 1024 * 1024
+# "<f4", "|u1", "float32", "uint8", ...: what numpy's dtype.str and dtype names look like
+_DTYPE_TEXT = re.compile(r"[<>|=]?[biuf]\d{1,2}|bool|(u?int|float)\d{1,3}")
 
 
 def write_ndarray(array: np.ndarray, out: NdArrayProto) -> None:
@@ -30,14 +35,18 @@ def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None
     if kind == "sparse":
         raise InvalidInputError(f"sparse {what} is not supported; send a dense array")
     dense = proto.dense
+    if not _DTYPE_TEXT.fullmatch(dense.dtype or "<f4"):  # np.dtype() parses far more
+        raise InvalidInputError(
+            f"{what} dtype {dense.dtype[:40]!r} is not numeric (expected e.g. '<f4', '|u1')"
+        )
     try:
         dtype = np.dtype(dense.dtype or "<f4")
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{what} has an unknown dtype {dense.dtype!r}") from exc
     if dtype.kind not in _ALLOWED_KINDS:
         raise InvalidInputError(f"{what} dtype {dense.dtype!r} is not numeric")
     shape = tuple(int(s) for s in dense.shape)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python ints: a huge shape must not wrap around
     if count * dtype.itemsize > MAX_TENSOR_BYTES:
         raise InvalidInputError(f"{what} of shape {list(shape)} is too large")
     if count * dtype.itemsize != len(dense.buffer):
@@ -45,4 +54,7 @@ def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None
             f"{what} buffer holds {len(dense.buffer)} bytes, but shape {list(shape)} "
             f"of {dtype.str} needs {count * dtype.itemsize}"
         )
-    return np.frombuffer(dense.buffer, dtype=dtype).reshape(shape)
+    try:  # e.g. a zero-sized shape with an absurd dimension: numpy refuses to make it
+        return np.frombuffer(dense.buffer, dtype=dtype).reshape(shape)
+    except ValueError as exc:
+        raise InvalidInputError(f"{what} of shape {list(shape)} cannot be built ({exc})") from exc

@@ -10,7 +10,7 @@ from skimage import data as skimage_data
 from clipserve.engine import Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.registry import load_model
-from tests.engine.helpers import WrappedModel, png_bytes
+from tests.engine.helpers import WrappedModel, png_bytes, shared_builtin_model
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def hash_model() -> EmbeddingModel:
 
 @pytest.fixture(scope="session")
 def builtin_model() -> EmbeddingModel:
-    return load_model()
+    return shared_builtin_model()
 
 
 @pytest.fixture

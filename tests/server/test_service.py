@@ -19,7 +19,7 @@ from clipserve.server.service import EmbeddingService
 from clipserve.wire import DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import is_error, new_request
 from clipserve.wire.ndarray import read_ndarray, write_ndarray
-from tests.engine.helpers import png_bytes
+from tests.engine.helpers import png_bytes, shared_builtin_model
 
 LIMITS = Limits(max_docs_per_request=64, max_text_chars=1000, max_image_bytes=2_000_000)
 
@@ -31,7 +31,7 @@ def hash_model() -> EmbeddingModel:
 
 @pytest.fixture(scope="module")
 def builtin_model() -> EmbeddingModel:
-    return load_model()
+    return shared_builtin_model()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,54 @@
+"""Servers shared by the front-end tests (real sockets on 127.0.0.1, port 0).
+
+- ``hash_server``: every protocol on the ``hash`` model (plumbing; exact expected values).
+- ``tight_server``: tiny queue (4 items), 1 MiB HTTP bodies and CORS for one origin, to
+  provoke 413/429/RESOURCE_EXHAUSTED.
+- ``builtin_server``: the real default model, for numbers compared with ``model.encode_*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from clipserve.models.base import EmbeddingModel
+from clipserve.server.app import RunningServer, loopback_config, running_server
+from clipserve.wire import DataRequestProto, DocumentProto
+from clipserve.wire.messages import new_request
+
+CORS_ORIGIN = "https://app.example.com"
+
+
+@pytest.fixture(scope="session")
+def hash_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
+    with running_server(loopback_config(model="hash"), model=hash_model) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tight_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
+    config = loopback_config(
+        model="hash", max_queue_items=4, http_max_body_mb=1, cors=(CORS_ORIGIN,)
+    )
+    with running_server(config, model=hash_model) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def builtin_server(builtin_model: EmbeddingModel) -> Iterator[RunningServer]:
+    with running_server(loopback_config(model="builtin"), model=builtin_model) as server:
+        yield server
+
+
+def text_request(request_id: str, *texts: str, endpoint: str = "/encode") -> DataRequestProto:
+    docs = [DocumentProto(id=f"{request_id}-{i}", text=t) for i, t in enumerate(texts)]
+    return new_request(docs, endpoint=endpoint, request_id=request_id)
+
+
+def image_request(request_id: str, photos: dict[str, bytes]) -> DataRequestProto:
+    docs = [
+        DocumentProto(id=f"{request_id}-{name}", blob=data, mime_type="image/jpeg")
+        for name, data in photos.items()
+    ]
+    return new_request(docs, request_id=request_id)

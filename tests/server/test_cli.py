@@ -1,0 +1,171 @@
+"""``clipserve serve`` and ``clipserve models`` as real subprocesses, and the config rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clipserve.cli import build_parser, config_from_args, main
+from clipserve.server.config import ServerConfig, build_config
+from clipserve.server.tls import TlsFiles
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "cli-token"
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen
+    ports: dict[str, int | None]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
+    port_file, log = tmp_path / "ports.json", tmp_path / "serve.log"
+    command = [sys.executable, "-m", "clipserve", "serve", "--host", "127.0.0.1",
+               "--port-file", str(port_file), *args]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if k != "CLIPSERVE_AUTH_TOKEN"}
+    environment.update(env or {})
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, env=environment
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            assert process.poll() is None, f"serve exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield Served(process, json.loads(port_file.read_text()), log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
+    config = tmp_path / "clipserve.yaml"
+    config.write_text(
+        "model: hash\nprotocols: [grpc, http]\ngrpc-port: 1\nhttp_port: 0\nmax_batch_size: 8\n"
+    )
+    with serve(
+        tmp_path, "--config", str(config), "--grpc-port", "0", env={"CLIPSERVE_AUTH_TOKEN": TOKEN}
+    ) as served:
+        grpc_port, http_port = served.ports["grpc"], served.ports["http"]
+        assert grpc_port and grpc_port != 1 and http_port
+        base = f"http://127.0.0.1:{http_port}"
+        body = {"data": [{"text": "hello"}]}
+        assert httpx.post(base + "/post", json=body).status_code == 401
+        reply = httpx.post(base + "/post", json=body, headers={"Authorization": TOKEN})
+        assert reply.status_code == 200
+        assert len(reply.json()["data"][0]["embedding"]) == 512
+        assert httpx.get(base + "/health").json()["max_batch_size"] == 8
+        code = served.terminate()
+        log = served.log_text()
+    assert code == 0, log
+    assert "clipserve: model hash loaded (dim 512, backend none)" in log
+    assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
+    assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
+    assert "ws://" not in log  # websocket was left out of protocols
+    assert "clipserve: stopped" in log
+
+
+def test_sigterm_lets_in_flight_requests_finish(tmp_path):
+    # a batch waits 1.5 s to fill, so the request is still in flight when SIGTERM arrives
+    with serve(tmp_path, "--model", "hash", "--grpc-port", "0", "--http-port", "0",
+               "--max-batch-wait-ms", "1500", "--max-batch-size", "64") as served:  # fmt: skip
+        url = f"http://127.0.0.1:{served.ports['http']}/post"
+        result: dict[str, httpx.Response] = {}
+        sender = threading.Thread(
+            target=lambda: result.update(r=httpx.post(url, json={"data": ["a", "b"]}, timeout=30))
+        )
+        sender.start()
+        time.sleep(0.5)
+        code = served.terminate()
+        sender.join(timeout=30)
+    assert code == 0
+    assert result["r"].status_code == 200
+    assert len(result["r"].json()["data"]) == 2
+
+
+def test_models_lists_names_dims_and_local_weights():
+    done = subprocess.run(
+        [sys.executable, "-m", "clipserve", "models"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:3] for line in done.stdout.splitlines()[1:]}
+    assert rows["builtin"] == ["384", "yes"]
+    assert rows["hash"] == ["512", "yes"]
+    assert rows["ViT-B-32::openai"][0] == "512"
+
+
+def test_flags_override_yaml_which_overrides_defaults(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model: hash\nreplicas: 2\ncors: ['https://a.example']\n")
+    args = build_parser().parse_args(
+        ["serve", "--config", str(config), "--replicas", "3", "--protect-metrics"]
+    )
+    resolved = config_from_args(args)
+    assert (resolved.model, resolved.replicas, resolved.cors) == ("hash", 3, ("https://a.example",))
+    assert resolved.open_metrics is False and resolved.open_health is True
+    assert resolved.grpc_port == 51000 and resolved.http_port == 51001
+    assert resolved.host == "0.0.0.0" and resolved.grpc_max_message_mb == 256
+    with_env = build_config(config_file=config, environ={"CLIPSERVE_AUTH_TOKEN": "env-secret"})
+    assert with_env.auth_token == "env-secret"
+    assert "env-secret" not in json.dumps(with_env.public_dict())
+
+
+def test_defaults_match_the_documented_ones():
+    config = ServerConfig()
+    assert (config.model, config.grpc_port, config.http_port) == ("builtin", 51000, 51001)
+    assert config.protocols == ("grpc", "http", "websocket")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["serve", "--protocols", "grpc,ftp"], "protocols must be"),
+        (["serve", "--tls-cert", "c.pem"], "both a certificate"),
+        (["serve", "--max-batch-size", "0"], "max_batch_size must be >= 1"),
+    ],
+)
+def test_bad_settings_exit_2_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_yaml_keys_are_refused(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("modle: hash\n")
+    with pytest.raises(ValueError, match="unknown setting.*modle"):
+        build_config(config_file=config)
+
+
+def test_tls_files_are_checked_before_binding(tmp_path, tls_pair):
+    with pytest.raises(ValueError, match="certificate file not found"):
+        TlsFiles.from_paths(str(tmp_path / "missing.pem"), str(tls_pair.key))
+    with pytest.raises(ValueError, match="cannot load TLS"):
+        TlsFiles.from_paths(str(tls_pair.key), str(tls_pair.key))
+    assert TlsFiles.from_paths(str(tls_pair.cert), str(tls_pair.key)) is not None

@@ -28,6 +28,7 @@ from clipserve.engine.items import ImageItem, Item, Modality, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import (
     ClipServeError,
+    InputRefusedError,
     InvalidInputError,
     ModelError,
     OverloadedError,
@@ -207,6 +208,11 @@ class Engine:
                 )
             counts[item.modality] += 1
         for modality, count in counts.items():
+            if count > self.max_queue_items:
+                raise InputRefusedError(
+                    f"one call has {count} {modality} items, more than the queue holds "
+                    f"({self.max_queue_items}); split it"
+                )
             if count and self._outstanding[modality] + count > self.max_queue_items:
                 raise OverloadedError(
                     f"the {modality} queue is full ({self._outstanding[modality]} of "

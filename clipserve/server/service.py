@@ -267,6 +267,8 @@ class EmbeddingService:
                     )
                 self._check_image_size(array.nbytes, "image tensor")
                 return ImageItem(array)
+            if not doc.uri:
+                raise InvalidInputError("image tensor is set but holds no array")
         return doc.uri
 
     async def _image_from_uri(self, uri: str) -> Prepared:

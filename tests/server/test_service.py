@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from clipserve.server.service import EmbeddingService
 from clipserve.wire import DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import is_error, new_request
 from clipserve.wire.ndarray import read_ndarray, write_ndarray
-from tests.engine.helpers import png_bytes, shared_builtin_model
+from tests.engine.helpers import BLOCK, WrappedModel, png_bytes, shared_builtin_model
 
 LIMITS = Limits(max_docs_per_request=64, max_text_chars=1000, max_image_bytes=2_000_000)
 
@@ -225,13 +226,23 @@ async def test_too_many_documents_are_refused_before_any_work(
 async def test_a_full_engine_queue_refuses_the_request(
     hash_model: EmbeddingModel, metrics: Metrics
 ) -> None:
-    engine = await running(hash_model, metrics, max_queue_items=2)
+    model = WrappedModel(hash_model)
+    engine = await running(model, metrics, max_queue_items=3)
+    service = EmbeddingService(engine, model_name="hash", metrics=metrics)
     try:
-        service = EmbeddingService(engine, model_name="hash", metrics=metrics)
-        with pytest.raises(OverloadedError):
-            await service.handle(request([text_doc(str(i), "x") for i in range(3)]), "grpc")
+        busy = asyncio.create_task(
+            service.handle(request([text_doc("a", BLOCK), text_doc("b", "x")]), "grpc")
+        )
+        await asyncio.to_thread(model.forward_entered.wait, 10)
+        with pytest.raises(OverloadedError, match="queue is full"):
+            await service.handle(request([text_doc("c", "y"), text_doc("d", "z")]), "grpc")
+        model.release.set()
+        assert not is_error(await busy)
     finally:
+        model.release.set()
         await engine.stop()
+    overloaded = {"protocol": "grpc", "endpoint": "/encode", "status": "overloaded"}
+    assert metrics.registry.get_sample_value("clipserve_requests_total", overloaded) == 1
 
 
 # ---- /rank plumbing (hash model) -------------------------------------------------------

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from clipserve.client import profile as profiling
-from clipserve.client.core import Job, endpoint_for, plan_job
+from clipserve.client.core import Job, Results, endpoint_for, plan_job
 from clipserve.client.fetch import ImageFetcher
 from clipserve.client.inputs import PendingFetch, fill_from_string
 from clipserve.client.pipeline import Callback, Pipeline
@@ -120,7 +120,8 @@ class Client:
         self._check_open()
         collect = not (on_done or on_error or on_always)
         endpoint = endpoint_for("/encode", parameters)
-        job = plan_job(content, endpoint, parameters, batch_size or self.batch_size, collect)
+        size = self.batch_size if batch_size is None else batch_size
+        job = plan_job(content, endpoint, parameters, size, collect)
         return await self._run(job, show_progress, prefetch, on_done, on_error, on_always)
 
     # -- rank -------------------------------------------------------------------------
@@ -144,7 +145,8 @@ class Client:
         self._check_open()
         collect = not (on_done or on_error or on_always)
         endpoint = endpoint_for("/rank", parameters)
-        job = plan_job(docs, endpoint, parameters, batch_size or self.batch_size, collect)
+        size = self.batch_size if batch_size is None else batch_size
+        job = plan_job(docs, endpoint, parameters, size, collect)
         if job.kind == "strings":
             raise TypeError("rank() takes Documents whose .matches hold the candidates")
         if job.total is not None:
@@ -222,11 +224,13 @@ class Client:
         on_error: Callback | None,
         on_always: Callback | None,
     ) -> Any:
+        if job.kind is None or job.total == 0:  # nothing to send
+            return Results(job.kind, job.endpoint, job.collect).finish()
         reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
         pipeline = Pipeline(
             job,
             self._transport(),
-            prefetch=prefetch or self.prefetch,
+            prefetch=self.prefetch if prefetch is None else prefetch,
             timeout=self.timeout,
             retry=self.retry,
             fetch_timeout=self.fetch_timeout,

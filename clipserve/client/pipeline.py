@@ -182,11 +182,9 @@ class Pipeline:
         status = reply.header.status
         url = self.transport.options.address.url
         message = f"{url}: {status.description or status.exception.name or 'request refused'}"
-        kind = from_error_name(status.exception.name)
-        if kind is not None and (is_transient(kind("")) or kind is AuthenticationError):
+        kind = from_error_name(status.exception.name) or RemoteError
+        if is_transient(kind("")) or kind is AuthenticationError or self.on_error is None:
             raise kind(message)
-        if self.on_error is None:
-            raise RemoteError(message)
 
     def _deliver(self, batch: Batch, reply: DataRequestProto) -> None:
         failures = self.results.accept(batch, reply)

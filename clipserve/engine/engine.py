@@ -28,7 +28,6 @@ from clipserve.engine.items import ImageItem, Item, Modality, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import (
     ClipServeError,
-    InputRefusedError,
     InvalidInputError,
     ModelError,
     OverloadedError,
@@ -208,8 +207,8 @@ class Engine:
                 )
             counts[item.modality] += 1
         for modality, count in counts.items():
-            if count > self.max_queue_items:
-                raise InputRefusedError(
+            if count > self.max_queue_items:  # can never fit: say so, still as overload
+                raise OverloadedError(
                     f"one call has {count} {modality} items, more than the queue holds "
                     f"({self.max_queue_items}); split it"
                 )

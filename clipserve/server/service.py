@@ -377,4 +377,6 @@ def _drop_image_content(doc: DocumentProto) -> None:
 def _status_label(error: ClipServeError) -> str:
     if isinstance(error, OverloadedError):
         return "overloaded"
+    if isinstance(error, InputRefusedError):
+        return "refused"
     return "invalid" if isinstance(error, InvalidInputError) else "error"

@@ -11,7 +11,6 @@ from skimage import data as skimage_data
 
 from clipserve.engine import Engine, ImageItem, Metrics, TextItem
 from clipserve.errors import (
-    InputRefusedError,
     InvalidInputError,
     ModelError,
     OverloadedError,
@@ -140,7 +139,7 @@ async def test_a_full_queue_refuses_the_whole_call(wrapped: WrappedModel) -> Non
         assert all(isinstance(o, np.ndarray) for o in await first)
         assert isinstance((await image)[0], np.ndarray)
         assert len(await engine.encode([TextItem("a"), TextItem("b")])) == 2
-        with pytest.raises(InputRefusedError, match="more than the queue holds"):
+        with pytest.raises(OverloadedError, match="more than the queue holds"):
             await engine.encode([TextItem("z")] * 5)
     assert "a" not in wrapped.prepared_texts[:3]
 

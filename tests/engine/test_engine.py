@@ -103,6 +103,18 @@ async def test_output_count_is_checked(hash_model: EmbeddingModel) -> None:
     assert "for 2 text inputs" in str(outcomes[0])
 
 
+async def test_the_next_batch_is_prepared_while_the_model_runs(wrapped: WrappedModel) -> None:
+    async with Engine(wrapped, max_batch_size=1) as engine:
+        first = asyncio.create_task(engine.encode([TextItem(BLOCK)]))
+        await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+        wrapped.prepared.clear()
+        second = asyncio.create_task(engine.encode([TextItem("next")]))
+        assert await asyncio.to_thread(wrapped.prepared.wait, 10)  # forward still blocked
+        assert not first.done() and wrapped.prepared_texts == [BLOCK, "next"]
+        wrapped.release.set()
+        await asyncio.gather(first, second)
+
+
 async def test_a_cancelled_caller_is_dropped_before_compute(
     wrapped: WrappedModel, metrics: Metrics
 ) -> None:

@@ -10,6 +10,7 @@ the client half-closes and the last reply is written, the call ends OK.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -33,6 +34,8 @@ log = logging.getLogger("clipserve.server")
 MiB = 1024 * 1024
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _END = object()
+#: how long a refused (unauthenticated) stream is read before the call ends
+REFUSED_READ_S = 5.0
 
 
 class GrpcFrontend:
@@ -192,6 +195,8 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
 
 def _refusing(handler: grpc.RpcMethodHandler, exc: AuthenticationError) -> grpc.RpcMethodHandler:
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if handler.request_streaming:
+            await _discard_requests(request)
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
 
     kind = {
@@ -205,3 +210,13 @@ def _refusing(handler: grpc.RpcMethodHandler, exc: AuthenticationError) -> grpc.
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+async def _discard_requests(requests: AsyncIterator[Any]) -> None:
+    """Read (never process) what a refused client sends until it half-closes, for a short
+    while: ending the call while its writes are in flight makes some clients report their
+    own write failure (INTERNAL) instead of our UNAUTHENTICATED."""
+    with contextlib.suppress(TimeoutError, grpc.RpcError):
+        async with asyncio.timeout(REFUSED_READ_S):
+            async for _ in requests:
+                pass

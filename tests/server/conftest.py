@@ -1,8 +1,9 @@
 """Servers shared by the front-end tests (real sockets on 127.0.0.1, port 0).
 
 - ``hash_server``: every protocol on the ``hash`` model (plumbing; exact expected values).
-- ``tight_server``: tiny queue (4 items), 1 MiB HTTP bodies and CORS for one origin, to
-  provoke 413/429/RESOURCE_EXHAUSTED.
+- ``tight_server``: tiny queue (4 items) whose batches wait ``TIGHT_WAIT_MS`` to fill, 1 MiB
+  HTTP bodies and CORS for one origin: a 4-text request holds the queue full for that long,
+  so a second request meets 413/429/RESOURCE_EXHAUSTED.
 - ``builtin_server``: the real default model, for numbers compared with ``model.encode_*``.
 """
 
@@ -18,6 +19,8 @@ from clipserve.wire import DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
 
 CORS_ORIGIN = "https://app.example.com"
+TIGHT_QUEUE = 4
+TIGHT_WAIT_MS = 1500.0
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +32,12 @@ def hash_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def tight_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
     config = loopback_config(
-        model="hash", max_queue_items=4, http_max_body_mb=1, cors=(CORS_ORIGIN,)
+        model="hash",
+        max_queue_items=TIGHT_QUEUE,
+        max_batch_size=64,
+        max_wait_ms=TIGHT_WAIT_MS,
+        http_max_body_mb=1,
+        cors=(CORS_ORIGIN,),
     )
     with running_server(config, model=hash_model) as server:
         yield server
@@ -39,6 +47,11 @@ def tight_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
 def builtin_server(builtin_model: EmbeddingModel) -> Iterator[RunningServer]:
     with running_server(loopback_config(model="builtin"), model=builtin_model) as server:
         yield server
+
+
+def filling_request(request_id: str) -> DataRequestProto:
+    """Texts that fill ``tight_server``'s queue until its batch wait is over."""
+    return text_request(request_id, *[f"fill {i}" for i in range(TIGHT_QUEUE)])
 
 
 def text_request(request_id: str, *texts: str, endpoint: str = "/encode") -> DataRequestProto:

@@ -13,7 +13,7 @@ from clipserve.server.app import RunningServer
 from clipserve.wire import GRPC_METHOD, DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import new_request
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import image_request, text_request
+from tests.server.conftest import filling_request, image_request, text_request
 
 MiB = 1024 * 1024
 
@@ -139,9 +139,9 @@ async def test_malformed_message_without_id_ends_the_call_invalid_argument(hash_
 
 
 async def test_full_queue_is_resource_exhausted(tight_server):
-    request = text_request("flood", *[f"t{i}" for i in range(10)])  # queue holds 4
+    requests = [filling_request("fill"), text_request("one-more", "no room")]
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call(tight_server.grpc_port, [request])
+        await call(tight_server.grpc_port, requests)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "overloaded" in info.value.details()
 

@@ -6,16 +6,20 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import pytest
+from google.protobuf import json_format
 
 from clipserve.wire import DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import CORS_ORIGIN, text_request
+from tests.server.conftest import CORS_ORIGIN, TIGHT_WAIT_MS, filling_request, text_request
 
 # The spec's three examples, verbatim apart from the address (the spec leaves it out).
+PROTOBUF_BODY = {"Content-Type": "application/x-protobuf"}
 CURL_TEXT = """curl -s -X POST "$URL" \\
      -H 'Content-Type: application/json' \\
      -d '{"data":[{"text": "First do it"}, {"text": "then do it right"}, {"text": "then do it better"}], "execEndpoint":"/"}'"""  # noqa: E501
@@ -99,9 +103,7 @@ def test_clip_client_shaped_body_on_encode(hash_server, hash_model):
         np.array(reply["data"][0]["embedding"], dtype=np.float32),
         hash_model.encode_texts(["hello"])[0],
     )
-    DataRequestProto()  # the non-data part must parse as proto JSON
-    from google.protobuf import json_format
-
+    # what clip-client does with everything but "data": parse it strictly as proto JSON
     json_format.ParseDict({k: v for k, v in reply.items() if k != "data"}, DataRequestProto())
 
 
@@ -186,9 +188,16 @@ def test_error_statuses(hash_server, tight_server):
     tight = tight_server.urls["http"]
     too_big = httpx.post(tight + "/post", content=b"x" * (1024 * 1024 + 1))
     assert too_big.status_code == 413
-    flood = httpx.post(tight + "/post", json={"data": [{"text": f"t{i}"} for i in range(10)]})
-    assert flood.status_code == 429
-    assert flood.json()["error"]["type"] == "OverloadedError"
+    fill = filling_request("fill").SerializeToString()
+    with ThreadPoolExecutor(1) as pool:
+        filling = pool.submit(
+            httpx.post, tight + "/post", content=fill, headers=PROTOBUF_BODY, timeout=30
+        )
+        time.sleep(TIGHT_WAIT_MS / 3000)  # the first request now holds the queue
+        refused = httpx.post(tight + "/post", json={"data": [{"text": "no room"}]})
+        assert filling.result().status_code == 200
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "OverloadedError"
 
 
 def test_cors_preflight_and_headers(tight_server, hash_server):

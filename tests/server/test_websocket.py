@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clipserve.wire import WS_END_OF_INPUT, DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import image_request, text_request
+from tests.server.conftest import filling_request, image_request, text_request
 
 
 async def exchange(url: str, frames: list[bytes | str], **connect) -> tuple[list, int | None]:
@@ -59,12 +59,14 @@ async def test_request_errors_are_error_replies(hash_server, tight_server):
     assert replies[0].header.status.code == StatusProto.ERROR
     assert "unknown endpoint" in replies[0].header.status.description
 
-    flood = text_request("flood", *[f"t{i}" for i in range(10)])  # the queue holds 4
+    frames = [filling_request("fill"), text_request("one-more", "no room")]
     replies, code = await exchange(
-        tight_server.urls["websocket"], [flood.SerializeToString(), WS_END_OF_INPUT]
+        tight_server.urls["websocket"], [f.SerializeToString() for f in frames] + [WS_END_OF_INPUT]
     )
     assert code == 1000
-    status = replies[0].header.status
+    by_id = {r.header.request_id: r.header.status for r in replies}
+    assert by_id["fill"].code == StatusProto.SUCCESS  # answered once its batch ran
+    status = by_id["one-more"]
     assert (status.code, status.exception.name) == (StatusProto.ERROR, "OverloadedError")
     assert status.description.startswith("overloaded")
 

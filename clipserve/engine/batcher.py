@@ -90,10 +90,9 @@ class BatchQueue(Generic[T]):
         if self._items:
             return True
         self._not_empty.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._not_empty.wait()
-        except TimeoutError:
+        try:  # wait_for (not asyncio.timeout) keeps Python 3.10 working
+            await asyncio.wait_for(self._not_empty.wait(), timeout)
+        except asyncio.TimeoutError:
             return False
         return True
 

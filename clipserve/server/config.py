@@ -117,6 +117,8 @@ class ServerConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+#: YAML keys spelled like their flags, accepted for the field names
+ALIASES = {"max_batch_wait_ms": "max_wait_ms", "shutdown_grace": "shutdown_grace_s"}
 
 
 def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -127,7 +129,10 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     data = yaml.safe_load(text) or {}
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: the config file must hold a mapping of settings")
-    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        values[ALIASES.get(name, name)] = value
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
         raise ValueError(f"{path}: unknown setting(s): {', '.join(unknown)}")

@@ -121,13 +121,16 @@ def test_models_lists_names_dims_and_local_weights():
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("model: hash\nreplicas: 2\ncors: ['https://a.example']\n")
+    config.write_text(
+        "model: hash\nreplicas: 2\ncors: ['https://a.example']\nmax-batch-wait-ms: 7\n"
+    )
     args = build_parser().parse_args(
         ["serve", "--config", str(config), "--replicas", "3", "--protect-metrics"]
     )
     resolved = config_from_args(args)
     assert (resolved.model, resolved.replicas, resolved.cors) == ("hash", 3, ("https://a.example",))
     assert resolved.open_metrics is False and resolved.open_health is True
+    assert resolved.max_wait_ms == 7
     assert resolved.grpc_port == 51000 and resolved.http_port == 51001
     assert resolved.host == "0.0.0.0" and resolved.grpc_max_message_mb == 256
     with_env = build_config(config_file=config, environ={"CLIPSERVE_AUTH_TOKEN": "env-secret"})

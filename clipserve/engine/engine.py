@@ -110,6 +110,7 @@ class Engine:
         self._state = "new"  # new -> running -> stopping -> stopped
         self._outstanding = dict.fromkeys(MODALITIES, 0)
         self._idle: asyncio.Event | None = None
+        self._stopped = asyncio.Event()
         self._queues: dict[Modality, BatchQueue[Item]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._batches: set[asyncio.Task[None]] = set()
@@ -155,6 +156,9 @@ class Engine:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop accepting work, finish what is queued (up to ``drain_timeout`` seconds),
         answer anything left with ``ServerUnavailableError``, then stop the threads."""
+        if self._state == "stopping":  # a stop is already draining: wait for it
+            await self._stopped.wait()
+            return
         if self._state != "running":
             self._state = "stopped"
             return
@@ -176,6 +180,7 @@ class Engine:
         for replica in self._replicas:
             replica.thread.shutdown(wait=False, cancel_futures=True)
         self._state = "stopped"
+        self._stopped.set()
 
     async def __aenter__(self) -> Engine:
         await self.start()
@@ -193,9 +198,8 @@ class Engine:
         and ``ServerUnavailableError`` when the engine is not running.
         """
         if self._state != "running":
-            raise ServerUnavailableError(
-                "the engine is stopped" if self._state != "new" else "the engine is not started"
-            )
+            state = "not started" if self._state == "new" else self._state
+            raise ServerUnavailableError(f"the engine is {state}; it takes no new work")
         items = list(items)
         counts = dict.fromkeys(MODALITIES, 0)
         for item in items:

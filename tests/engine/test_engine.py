@@ -184,7 +184,7 @@ async def test_stop_drains_queued_work_then_refuses(hash_model: EmbeddingModel) 
     await engine.start()
     pending = asyncio.create_task(engine.encode([TextItem(f"t{i}") for i in range(40)]))
     await asyncio.sleep(0)  # let it queue
-    await engine.stop(drain_timeout=30)
+    await asyncio.gather(engine.stop(drain_timeout=30), engine.stop(drain_timeout=30))
     assert all(isinstance(o, np.ndarray) for o in pending.result())
     with pytest.raises(ServerUnavailableError, match="stopped"):
         await engine.encode([TextItem("too late")])

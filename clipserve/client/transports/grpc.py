@@ -1,13 +1,22 @@
-"""gRPC: one bidirectional stream ``/jina.JinaRPC/Call`` per job (grpc.aio)."""
+"""gRPC: one bidirectional stream ``/jina.JinaRPC/Call`` per job.
+
+It drives grpcio's threaded (sync) API from asyncio rather than ``grpc.aio``: with
+``grpc.aio``, a write racing a server that ends the call (RESOURCE_EXHAUSTED when its queue
+is full, UNAUTHENTICATED) replaces the server's status with a local "INTERNAL: Internal error
+from Core", losing the reason. grpcio consumes the request iterator on its own thread
+(serializing there) and a reader thread hands each reply to the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import ssl
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
-from grpc import aio
 
 from clipserve.client.errors_map import from_grpc
 from clipserve.client.transports import Transport, TransportOptions
@@ -23,45 +32,44 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.enable_retries", 0),
 ]
+_END = object()
+_POLLER_GRACE_S = 0.5
 
 
 class GrpcTransport(Transport):
     def __init__(self, options: TransportOptions) -> None:
         super().__init__(options)
-        self._channel: aio.Channel | None = None
+        self._channel: grpc.Channel | None = None
         metadata = [("__prefetch__", str(options.prefetch))]
         if options.token:
             metadata.append(("authorization", options.token))
         self._metadata = tuple(metadata)
 
-    async def _open(self) -> aio.Channel:
+    async def _open(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = await self._new_channel()
+            self._channel = await asyncio.to_thread(self._new_channel)
+        channel = self._channel
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), self.options.connect_timeout)
-        except (asyncio.TimeoutError, aio.AioRpcError) as exc:
-            await self._drop_channel()
+            ready = grpc.channel_ready_future(channel)
+            await asyncio.to_thread(ready.result, self.options.connect_timeout)
+        except grpc.FutureTimeoutError as exc:
+            self._drop_channel()
             raise ServerUnavailableError(
                 f"cannot reach gRPC server {self.options.address.url} "
                 f"within {self.options.connect_timeout:g}s"
             ) from exc
-        return self._channel
+        return channel
 
-    async def _new_channel(self) -> aio.Channel:
+    def _new_channel(self) -> grpc.Channel:
         address = self.options.address
         target = address.netloc
         if not address.tls:
-            return aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         options = list(_CHANNEL_OPTIONS)
         verify = self.options.verify
         if verify is False:  # trust whatever certificate the server shows (testing only)
-            pem = await asyncio.to_thread(
-                _server_certificate,
-                address.host,
-                address.port,
-                self.options.connect_timeout,
-                address.url,
-            )
+            pem = _server_certificate(address.host, address.port, self.options.connect_timeout,
+                                      address.url)  # fmt: skip
             credentials = grpc.ssl_channel_credentials(root_certificates=pem.encode())
             options.append(("grpc.ssl_target_name_override", address.host))
         elif isinstance(verify, str):
@@ -69,37 +77,90 @@ class GrpcTransport(Transport):
                 credentials = grpc.ssl_channel_credentials(root_certificates=handle.read())
         else:
             credentials = grpc.ssl_channel_credentials()
-        return aio.secure_channel(target, credentials, options=options)
+        return grpc.secure_channel(target, credentials, options=options)
 
-    async def _drop_channel(self) -> None:
+    def _drop_channel(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
-            await channel.close(grace=None)
+            # grpcio's connectivity poller (behind channel_ready_future) may still run for
+            # up to 0.2 s and fails noisily on a closed channel: close a little later
+            closer = threading.Timer(_POLLER_GRACE_S, channel.close)
+            closer.daemon = True
+            closer.start()
 
     async def stream(
         self, requests: AsyncIterator[DataRequestProto]
     ) -> AsyncIterator[DataRequestProto]:
         channel = await self._open()
-        call_method = channel.stream_stream(
+        method = channel.stream_stream(
             GRPC_METHOD,
             request_serializer=DataRequestProto.SerializeToString,
             response_deserializer=DataRequestProto.FromString,
         )
-        call = call_method(requests, metadata=self._metadata)
+        loop = asyncio.get_running_loop()
+        outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        inbox: asyncio.Queue[Any] = asyncio.Queue()
+        call = method(_drain(outbox), metadata=self._metadata)
+        reader = threading.Thread(
+            target=_read_all, args=(call, loop, inbox), name="clipserve-grpc-reader", daemon=True
+        )
+        reader.start()
+        feeder = asyncio.create_task(_feed(requests, outbox))
         try:
-            async for reply in call:
-                yield reply
-        except aio.AioRpcError as exc:
-            error = from_grpc(exc.code().name, exc.details() or "", self.options.address.url)
-            if isinstance(error, ServerUnavailableError):
-                await self._drop_channel()  # reconnect from scratch next time
-            raise error from exc
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    break
+                if isinstance(item, grpc.RpcError):
+                    raise self._translate(item) from item
+                yield item
         finally:
-            if not call.done():
-                call.cancel()
+            feeder.cancel()
+            outbox.put(_END)  # unblock grpc's request thread
+            call.cancel()
+
+    def _translate(self, error: grpc.RpcError) -> Exception:
+        code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+        details = error.details() if hasattr(error, "details") else str(error)
+        translated = from_grpc(code.name, details or "", self.options.address.url)
+        if isinstance(translated, ServerUnavailableError):
+            self._drop_channel()  # reconnect from scratch next time
+        return translated
 
     async def aclose(self) -> None:
-        await self._drop_channel()
+        self._drop_channel()
+
+
+async def _feed(requests: AsyncIterator[DataRequestProto], outbox: queue.SimpleQueue) -> None:
+    try:
+        async for request in requests:
+            outbox.put(request)
+    finally:
+        outbox.put(_END)
+
+
+def _drain(outbox: queue.SimpleQueue) -> Iterator[DataRequestProto]:
+    """The request iterator grpcio consumes on its own thread."""
+    while (item := outbox.get()) is not _END:
+        yield item
+
+
+def _read_all(call: Any, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue) -> None:
+    def hand(item: Any) -> bool:
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+            return True
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            return False
+
+    try:
+        for reply in call:
+            if not hand(reply):
+                return
+    except grpc.RpcError as error:
+        hand(error)
+        return
+    hand(_END)
 
 
 def _server_certificate(host: str, port: int, timeout: float, url: str) -> str:

@@ -1,0 +1,90 @@
+"""Errors mapped into clipserve's tree on every protocol, credentials, and TLS."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from clipserve import Client
+from clipserve.errors import AuthenticationError, OverloadedError, ServerUnavailableError
+from clipserve.server.app import RunningServer, loopback_config, running_server
+
+SCHEMES = ["grpc", "http", "ws"]
+TOKEN = "s3cret-token"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_unreachable_server_fails_fast_naming_it(scheme) -> None:
+    url = f"{scheme}://127.0.0.1:{closed_port()}"
+    started = time.monotonic()
+    with Client(url, connect_timeout=2) as client, pytest.raises(ServerUnavailableError) as info:
+        client.encode(["hello"])
+    assert time.monotonic() - started < 5
+    assert url in str(info.value) and isinstance(info.value, ConnectionError)
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[RunningServer]:
+    with running_server(loopback_config(auth_token=TOKEN)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_credentials_on_every_protocol(auth_server, scheme) -> None:
+    url = auth_server.urls[scheme]
+    for credential in (None, "wrong"):
+        with Client(url, credential) as client, pytest.raises(AuthenticationError):
+            client.encode(["hello"])
+    for credential in ({"Authorization": TOKEN}, TOKEN):
+        with Client(url, credential) as client:
+            assert client.encode(["hello"]).shape[0] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_queue_server() -> Iterator[RunningServer]:
+    """A queue too small for a batch of 64: every such request is refused as overloaded."""
+    with running_server(loopback_config(max_queue_items=8)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_overload_is_overloaded_error_and_retried(tiny_queue_server, scheme) -> None:
+    url = tiny_queue_server.urls[scheme]
+    texts = [f"t{i}" for i in range(64)]
+    with Client(url) as client, pytest.raises(OverloadedError):
+        client.encode(texts, batch_size=64)
+    started = time.monotonic()
+    with Client(url, retries=2, retry_backoff=0.2) as client, pytest.raises(OverloadedError):
+        client.encode(texts, batch_size=64)
+    assert time.monotonic() - started >= 0.2 + 0.4 * 0.75  # two backoffs were waited
+    with Client(url, prefetch=1) as client:  # one small batch at a time fits
+        assert client.encode(texts, batch_size=4).shape[0] == 64
+
+
+@pytest.fixture(scope="module")
+def tls_server(tls_files) -> Iterator[RunningServer]:
+    cert, key = tls_files
+    with running_server(loopback_config(tls_cert=str(cert), tls_key=str(key))) as server:
+        yield server
+
+
+@pytest.mark.parametrize("scheme", ["grpcs", "https", "wss", "websockets"])
+def test_tls_schemes_with_self_signed_certificate(tls_server, tls_files, scheme) -> None:
+    cert, _ = tls_files
+    port = tls_server.grpc_port if scheme == "grpcs" else tls_server.http_port
+    url = f"{scheme}://127.0.0.1:{port}"
+    with Client(url, verify=str(cert)) as client:
+        assert client.encode(["secure hello"]).shape[0] == 1
+    with Client(url, verify=False) as client:
+        assert client.encode(["insecure hello"]).shape[0] == 1
+    with Client(url, connect_timeout=2) as client, pytest.raises(ServerUnavailableError):
+        client.encode(["an unknown certificate authority"])

@@ -334,7 +334,10 @@ def _reason(error: ClipServeError) -> str:
 
 
 def _doc_label(doc: DocumentProto, index: int) -> str:
-    return repr(doc.id) if doc.id else f"#{index}"
+    """``'id'`` with ``\\`` and ``'`` backslash-escaped (what clients parse), or ``#index``."""
+    if not doc.id:
+        return f"#{index}"
+    return "'" + doc.id.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _count_docs(docs: Sequence[DocumentProto], endpoint: str) -> int:

@@ -366,3 +366,11 @@ async def test_rank_puts_the_right_caption_first_for_a_real_photo(
     ranked = reply.data.docs.docs[0].matches
     assert ranked[0].text == "a photo of a cat"
     assert ranked[0].scores["clip_score"].value > ranked[1].scores["clip_score"].value
+
+
+async def test_failure_labels_escape_quotes_in_ids(service: EmbeddingService) -> None:
+    docs = [text_doc("ok", "x"), DocumentProto(id="it's"), DocumentProto()]
+    reply = await service.handle(request(docs), "grpc")
+    description = reply.header.status.description
+    assert description.startswith("2 of 3 documents failed: 'it\\'s': document has no content")
+    assert "; #2: document has no content" in description

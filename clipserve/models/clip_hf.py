@@ -17,6 +17,7 @@ import torch
 
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.clip_onnx import configured_threads
 from clipserve.models.clip_preprocess import (
     ClipTokenizer,
     ImagePreprocessor,
@@ -55,6 +56,9 @@ class TorchClipModel(EmbeddingModel):
         #: the HF directory the weights came from (None for random weights)
         self.source = source
         self._lock = threading.Lock()  # one forward at a time per model instance
+        threads = configured_threads()
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
 
     # -- construction -----------------------------------------------------------------
     @classmethod

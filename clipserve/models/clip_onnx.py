@@ -30,6 +30,7 @@ META_FILE = "clipserve_onnx.json"
 TEXT_FILE = "text.onnx"
 VISION_FILE = "vision.onnx"
 OPSET = 18
+THREADS_ENV = "CLIPSERVE_THREADS"
 
 
 def is_onnx_directory(path: Path) -> bool:
@@ -41,14 +42,21 @@ class OnnxClipModel(EmbeddingModel):
 
     backend = "onnx"
 
-    def __init__(self, directory: Path, *, name: str | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> None:
         meta = json.loads((directory / META_FILE).read_text())
         self.name = name or meta.get("name") or str(directory)
         self.dim = int(meta["dim"])
         self.directory = directory
         self.tokenizer = ClipTokenizer.from_directory(directory)
         self.preprocessor = ImagePreprocessor.from_directory(directory)
-        options, providers = _session_setup(device)
+        options, providers = _session_setup(device, threads)
         try:
             self._text = _session(directory / TEXT_FILE, options, providers)
             self._vision = _session(directory / VISION_FILE, options, providers)
@@ -59,9 +67,14 @@ class OnnxClipModel(EmbeddingModel):
 
     @classmethod
     def from_directory(
-        cls, path: str | Path, *, name: str | None = None, device: str = "cpu"
+        cls,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        threads: int | None = None,
     ) -> OnnxClipModel:
-        return cls(Path(path), name=name, device=device)
+        return cls(Path(path), name=name, device=device, threads=threads)
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.preprocessor(image)
@@ -86,7 +99,11 @@ class OnnxClipModel(EmbeddingModel):
 
 
 def onnx_from_torch(
-    model: Any, *, cache_dir: str | Path | None = None, device: str = "cpu"
+    model: Any,
+    *,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
 ) -> OnnxClipModel:
     """The ONNX twin of a ``TorchClipModel``, exported once into the cache."""
     from clipserve.models.cache import onnx_cache_dir
@@ -94,7 +111,7 @@ def onnx_from_torch(
     target = onnx_cache_dir(cache_dir) / export_key(model)
     if not is_onnx_directory(target):
         export_onnx(model, target)
-    return OnnxClipModel.from_directory(target, name=model.name, device=device)
+    return OnnxClipModel.from_directory(target, name=model.name, device=device, threads=threads)
 
 
 def export_key(model: Any) -> str:
@@ -127,9 +144,13 @@ def export_onnx(model: Any, target: Path) -> Path:
         )
         meta = {"name": model.name, "dim": model.dim, "torch": torch.__version__, "opset": OPSET}
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        if target.exists() and not is_onnx_directory(target):
+            shutil.rmtree(target)  # a broken leftover
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not is_onnx_directory(target):  # lost a race only if the winner finished
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -194,13 +215,16 @@ def _export_towers(clip: Any, directory: Path) -> None:
         )
 
 
-def _session_setup(device: str) -> tuple[Any, list[str]]:
+def _session_setup(device: str, threads: int | None) -> tuple[Any, list[str]]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = _physical_cores()
+    options.intra_op_num_threads = threads or configured_threads() or physical_cores()
     options.inter_op_num_threads = 1
+    # idle inference threads sleep instead of spinning, leaving the cores to preprocessing
+    # workers and other processes between batches
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]
@@ -220,7 +244,17 @@ def _session(path: Path, options: Any, providers: list[str]) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def _physical_cores() -> int:
+def configured_threads() -> int | None:
+    """``$CLIPSERVE_THREADS``: inference threads per model, if the operator set it."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def physical_cores() -> int:
     """Physical cores available to this process (hyper-threads do not help GEMMs)."""
     try:
         available = len(os.sched_getaffinity(0))

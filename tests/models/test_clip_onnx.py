@@ -82,3 +82,15 @@ def test_changed_weights_get_a_new_cache_key(
     renamed.name = "another-name"
     keys = {export_key(torch_model), export_key(other), export_key(renamed)}
     assert len(keys) == 3
+
+
+def test_thread_setting_is_validated(
+    pair: tuple[TorchClipModel, OnnxClipModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, onnx_model = pair
+    monkeypatch.setenv("CLIPSERVE_THREADS", "1")
+    single = OnnxClipModel.from_directory(onnx_model.directory)
+    assert np.array_equal(single.encode_texts(TEXTS), onnx_model.encode_texts(TEXTS))
+    monkeypatch.setenv("CLIPSERVE_THREADS", "many")
+    with pytest.raises(ValueError, match="CLIPSERVE_THREADS"):
+        OnnxClipModel.from_directory(onnx_model.directory)

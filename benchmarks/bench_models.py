@@ -1,0 +1,123 @@
+"""Model throughput: torch vs onnx images, per-batch vs fixed-77 text padding, vs sgemm.
+
+    python benchmarks/bench_models.py [--model ViT-B-32::random] [--batch 32] [--repeats 3]
+
+Random weights cost exactly what real ones do, so the default needs no download. The ONNX
+export is cached (``~/.cache/clipserve/onnx`` or ``$CLIPSERVE_CACHE_DIR``); the first run
+spends a minute or so exporting. Numbers are wall-clock on a machine that may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from skimage import data
+
+from clipserve.models.clip_hf import TorchClipModel
+from clipserve.models.clip_onnx import configured_threads, onnx_from_torch, physical_cores
+from clipserve.models.registry import load_model
+
+#: forward FLOPs of one 224px ViT-B/32 image (multiply-adds x 2), as usually quoted
+VIT_B_32_IMAGE_GFLOP = 4.4
+#: ~12 tokens each with the byte-level tokenizer of random models (10 characters + 2 specials)
+SHORT_TEXTS = ["a red car.", "two dogs!!", "blue house", "my cat zzz", "sunny hill", "old bridge"]
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: allocations, kernel selection
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    seconds = best_seconds(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-32::random")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="inference threads (default: physical cores)"
+    )
+    args = parser.parse_args()
+    console = Console()
+    threads = args.threads or configured_threads() or physical_cores()
+    torch.set_num_threads(threads)
+
+    console.print(f"loading {args.model} (torch) and its ONNX export ...")
+    torch_model = load_model(args.model)
+    assert isinstance(torch_model, TorchClipModel), "benchmark needs a CLIP model"
+    started = time.perf_counter()
+    onnx_model = onnx_from_torch(torch_model, threads=threads)
+    console.print(f"onnx ready in {time.perf_counter() - started:.1f}s: {onnx_model.directory}")
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    pixels = np.stack([torch_model.prepare_image(photos[i % 4]) for i in range(args.batch)])
+    texts = [SHORT_TEXTS[i % len(SHORT_TEXTS)] for i in range(args.batch)]
+    short = torch_model.prepare_texts(texts)
+    padded = torch_model.tokenizer(texts, pad_to=77)
+    n, reps = args.batch, args.repeats
+
+    rows: list[tuple[str, str, float]] = []
+    torch_images = n / best_seconds(lambda: torch_model.forward_images(pixels), reps)
+    onnx_images = n / best_seconds(lambda: onnx_model.forward_images(pixels), reps)
+    rows += [("images/s", "torch", torch_images), ("images/s", "onnx", onnx_images)]
+    width = short.input_ids.shape[1]
+    for name, model in (("torch", torch_model), ("onnx", onnx_model)):
+        per_batch = n / best_seconds(lambda m=model: m.forward_texts(short), reps)
+        fixed = n / best_seconds(lambda m=model: m.forward_texts(padded), reps)
+        rows += [
+            (f"texts/s, padded to {width}", name, per_batch),
+            ("texts/s, padded to 77", name, fixed),
+        ]
+    gemm = sgemm_gflops()
+
+    title = f"{args.model}, batch {n}, {threads} inference threads, best of {reps}"
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("backend")
+    table.add_column("value", justify="right")
+    for measure, backend, value in rows:
+        table.add_row(measure, backend, f"{value:.1f}")
+    table.add_row("sgemm GFLOP/s (numpy 2048^3)", "numpy", f"{gemm:.1f}")
+    onnx_gflops = onnx_images * VIT_B_32_IMAGE_GFLOP
+    table.add_row("onnx image GFLOP/s (4.4 GFLOP/img)", "onnx", f"{onnx_gflops:.1f}")
+    console.print(table)
+
+    text_rows = {(m, b): v for m, b, v in rows}
+    checks = [
+        ("onnx / torch images", onnx_images / torch_images, 1.2),
+        (
+            "per-batch / fixed-77 texts (torch)",
+            text_rows[(f"texts/s, padded to {width}", "torch")]
+            / text_rows[("texts/s, padded to 77", "torch")],
+            5.0,
+        ),
+        ("onnx image GFLOP/s as share of sgemm", onnx_gflops / gemm, 0.55),
+    ]
+    summary = Table(title="targets")
+    for column in ("ratio", "measured", "target", "met"):
+        summary.add_column(column)
+    for label, value, target in checks:
+        summary.add_row(label, f"{value:.2f}", f">= {target}", "yes" if value >= target else "NO")
+    console.print(summary)
+
+
+if __name__ == "__main__":
+    main()

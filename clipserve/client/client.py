@@ -66,6 +66,7 @@ class Client:
         retry_backoff: float = 0.5,
         verify: bool | str = True,
         fetch_timeout: float = 30.0,
+        http_format: str = "auto",
     ) -> None:
         self.address = parse_server(server)
         self.server = server
@@ -73,6 +74,8 @@ class Client:
             raise ValueError(f"verify={verify!r}: no such CA certificate file")
         if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 1:
             raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
+        if http_format not in ("auto", "json", "protobuf"):
+            raise ValueError(f"http_format must be auto, json or protobuf, not {http_format!r}")
         if timeout is not None and timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive (timeout may be None)")
         self.batch_size = batch_size
@@ -86,6 +89,7 @@ class Client:
             connect_timeout=connect_timeout,
             verify=verify,
             prefetch=prefetch,
+            http_format=http_format,
         )
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
             weakref.WeakKeyDictionary()

@@ -100,6 +100,6 @@ def test_without_retries_a_killed_server_is_an_error(server) -> None:
                 server.kill()
             yield f"t{i}"
 
-    with Client(server.url("grpc"), connect_timeout=1) as client:
-        with pytest.raises(ServerUnavailableError, match="127.0.0.1"):
-            client.encode(items(), batch_size=10)
+    client = Client(server.url("grpc"), connect_timeout=1)
+    with client, pytest.raises(ServerUnavailableError, match="127.0.0.1"):
+        client.encode(items(), batch_size=10)

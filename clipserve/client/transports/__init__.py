@@ -20,6 +20,7 @@ class TransportOptions:
     connect_timeout: float = 5.0
     verify: bool | str = True  # False: do not verify TLS; str: CA bundle file
     prefetch: int = 16
+    http_format: str = "auto"  # "auto" (protobuf with clipserve, else JSON), "json", "protobuf"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.address.tls:

@@ -71,6 +71,8 @@ class HttpTransport(Transport):
                     or info.get(CLIPSERVE_MARKER)
                     or info.get("title") == "clipserve"
                 )
+        if self.options.http_format != "auto":
+            self.protobuf = self.options.http_format == "protobuf"
         self._post_paths = paths
 
     def _path_for(self, request: DataRequestProto) -> str:

@@ -16,11 +16,9 @@ from urllib.parse import urlparse
 
 from clipserve.errors import ModelUnavailableError
 
-#: files a CLIP checkpoint needs; other weight formats (flax, tf, open_clip) are skipped
+#: files a CLIP checkpoint needs besides its weights
 HUB_FILES = [
     "config.json",
-    "*.safetensors",
-    "*.safetensors.index.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -28,6 +26,9 @@ HUB_FILES = [
     "merges.txt",
     "preprocessor_config.json",
 ]
+#: transformers weights, preferred first; open_clip/flax/tf copies in the same repos are skipped
+SAFETENSORS = ["model.safetensors", "model-*.safetensors", "model.safetensors.index.json"]
+PICKLED = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -63,12 +64,12 @@ def cached_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path |
                 repo_id,
                 cache_dir=hub_cache_dir(cache_dir),
                 local_files_only=True,
-                allow_patterns=HUB_FILES,
+                allow_patterns=HUB_FILES + SAFETENSORS + PICKLED,
             )
         )
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
-    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    has_weights = any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin"))
     return path if (path / "config.json").is_file() and has_weights else None
 
 
@@ -80,14 +81,19 @@ def fetch_snapshot(name: str, repo_id: str, cache_dir: str | Path | None = None)
     cache = hub_cache_dir(cache_dir)
     if hub_offline():
         raise _unavailable(name, repo_id, cache, "HF_HUB_OFFLINE is set and it is not cached")
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
 
     reason = _probe(constants.ENDPOINT)
     if reason:
         raise _unavailable(name, repo_id, cache, reason)
     try:
+        files = HfApi().list_repo_files(repo_id)
+        weights = SAFETENSORS if "model.safetensors" in files else PICKLED
         path = snapshot_download(
-            repo_id, cache_dir=cache, allow_patterns=HUB_FILES, etag_timeout=CONNECT_TIMEOUT_S
+            repo_id,
+            cache_dir=cache,
+            allow_patterns=HUB_FILES + weights,
+            etag_timeout=CONNECT_TIMEOUT_S,
         )
     except Exception as exc:  # network, auth, missing repo: all mean "not available"
         raise _unavailable(name, repo_id, cache, f"download failed: {exc}") from exc
@@ -123,7 +129,10 @@ def weights_fingerprint(directory: Path) -> str:
     when present; plain files are hashed by content.
     """
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
+    weights = sorted(directory.glob("model*.safetensors")) + sorted(
+        directory.glob("pytorch_model*.bin")
+    )
+    for path in weights:
         digest.update(path.name.encode())
         if path.is_symlink():
             digest.update(Path(os.readlink(path)).name.encode())

@@ -17,9 +17,10 @@ from tests.models.clip_testkit import save_tiny_clip
 TEXTS = ["the cat", "a photo of the cat sitting on a mat", "", "of " * 200]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+@pytest.fixture(scope="module", params=[True, False], ids=["legacy-eos-2", "eos-config"])
+def tiny_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # legacy (eos_token_id 2, pool at the largest id) is what the OpenAI checkpoints use
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), legacy_eos=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -70,12 +70,45 @@ class ClipServer:
         self._uvicorn_task: asyncio.Task[None] | None = None
         self.grpc_port: int | None = None
         self.http_port: int | None = None
+        self._http_socket: socket.socket | None = None
+        self._stopped = False
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind every port, load and warm up the model, start the engine, then serve."""
         config = self.config
         tls = TlsFiles.from_paths(config.tls_cert, config.tls_key)
+        auth = TokenAuth(config.auth_token)
+        try:
+            if "grpc" in config.protocols:
+                self.grpc = GrpcFrontend(
+                    auth,
+                    max_message_mb=config.grpc_max_message_mb,
+                    max_inflight=config.max_inflight_per_stream,
+                    tls=tls,
+                    open_health=config.open_health,
+                )
+                self.grpc_port = self.grpc.bind(config.host, config.grpc_port)
+            if config.serves_http:
+                self._http_socket = _bind(config.host, config.http_port)
+                self.http_port = self._http_socket.getsockname()[1]
+            dispatcher = Dispatcher(await self._start_engine(), self.metrics)
+            if self.grpc is not None:
+                await self.grpc.start(dispatcher)
+                await self.grpc.set_serving(True)
+            if self._http_socket is not None:
+                await self._start_http(dispatcher, auth, tls)
+        except BaseException:
+            await self.stop()
+            raise
+        for url in self.listening_urls():
+            log.info("clipserve: serving %s", url)
+        if config.port_file:
+            _write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
+
+    async def _start_engine(self) -> Any:
+        config = self.config
         if self.model is None:
             self.model = await _in_daemon_thread(_load_model, config)
         model = self.model
@@ -101,29 +134,7 @@ class ClipServer:
             uri_policy=_uri_policy(config.uri_policy),
             metrics=self.metrics,
         )
-        dispatcher = Dispatcher(self.service, self.metrics)
-        auth = TokenAuth(config.auth_token)
-        try:
-            if "grpc" in config.protocols:
-                self.grpc = GrpcFrontend(
-                    dispatcher,
-                    auth,
-                    max_message_mb=config.grpc_max_message_mb,
-                    max_inflight=config.max_inflight_per_stream,
-                    tls=tls,
-                    open_health=config.open_health,
-                )
-                self.grpc_port = await self.grpc.start(config.host, config.grpc_port)
-                await self.grpc.set_serving(True)
-            if config.serves_http:
-                await self._start_http(dispatcher, auth, tls)
-        except BaseException:
-            await self.stop()
-            raise
-        for url in self.listening_urls():
-            log.info("clipserve: serving %s", url)
-        if config.port_file:
-            _write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
+        return self.service
 
     async def _start_http(
         self, dispatcher: Dispatcher, auth: TokenAuth, tls: TlsFiles | None
@@ -145,8 +156,9 @@ class ClipServer:
             open_health=config.open_health,
             open_metrics=config.open_metrics,
         )
-        sock = _bind(config.host, config.http_port)
-        self.http_port = sock.getsockname()[1]
+        sock = self._http_socket
+        assert sock is not None
+        sock.listen(2048)
         uv_config = uvicorn.Config(
             app,
             lifespan="off",
@@ -167,7 +179,11 @@ class ClipServer:
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
-        """Stop taking requests, let in-flight ones finish (``shutdown_grace_s``), stop."""
+        """Stop taking requests, let in-flight ones finish (``shutdown_grace_s``), stop.
+        Safe to call more than once, and after a failed or interrupted ``start``."""
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.config.shutdown_grace_s
         if self.http_state is not None:
             self.http_state.ready = False
@@ -177,6 +193,8 @@ class ClipServer:
         if self._uvicorn is not None and self._uvicorn_task is not None:
             jobs.append(self._stop_http(grace))
         await asyncio.gather(*jobs, return_exceptions=True)
+        if self._http_socket is not None:
+            self._http_socket.close()
         if self.engine is not None:
             await self.engine.stop(drain_timeout=grace)
         if self.model is not None and self._owns_model:
@@ -271,7 +289,6 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(f"HTTP/WebSocket could not bind {host}:{port}: {exc.strerror}") from exc
-    sock.listen(2048)
     sock.setblocking(False)
     return sock
 

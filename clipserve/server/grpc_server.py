@@ -39,11 +39,11 @@ REFUSED_READ_S = 5.0
 
 
 class GrpcFrontend:
-    """Owns the ``grpc.aio`` server; ``start`` binds and returns the port."""
+    """Owns the ``grpc.aio`` server: ``bind`` early (port conflicts fail before the model
+    loads), ``start`` once the service is ready."""
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
         auth: TokenAuth,
         *,
         max_message_mb: int = 256,
@@ -51,7 +51,8 @@ class GrpcFrontend:
         tls: TlsFiles | None = None,
         open_health: bool = True,
     ) -> None:
-        self.dispatcher = dispatcher
+        self.dispatcher: Dispatcher | None = None
+        self.started = False
         self.max_inflight = max_inflight
         self.tls = tls
         self.health = health.aio.HealthServicer()
@@ -75,16 +76,20 @@ class GrpcFrontend:
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
 
-    async def start(self, host: str, port: int) -> int:
+    def bind(self, host: str, port: int) -> int:
+        """Reserve the address; returns the port (the chosen one for port 0)."""
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if self.tls is not None:
-            bound = self.server.add_secure_port(address, self.tls.grpc_credentials())
-        else:
-            bound = self.server.add_insecure_port(address)
-        if not bound:
-            raise OSError(f"gRPC could not bind {address}")
+        try:
+            if self.tls is not None:
+                return self.server.add_secure_port(address, self.tls.grpc_credentials())
+            return self.server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports bind failures this way
+            raise OSError(f"gRPC could not bind {address} (is the port in use?)") from exc
+
+    async def start(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
         await self.server.start()
-        return bound
+        self.started = True
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
@@ -95,7 +100,8 @@ class GrpcFrontend:
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, give running ones ``grace`` seconds, then cancel them."""
-        await self.health.enter_graceful_shutdown()
+        if self.started:
+            await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
     # ---- the stream -------------------------------------------------------------------
@@ -141,6 +147,7 @@ class GrpcFrontend:
                 task.cancel()
 
     async def _reply_for(self, raw: bytes) -> DataRequestProto:
+        assert self.dispatcher is not None, "start() sets the dispatcher before serving"
         try:
             request = parse_request(raw)
         except InvalidInputError as exc:

@@ -27,9 +27,9 @@ from clipserve.errors import RemoteError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 
 #: documents per request; large enough that per-request overhead is not the bottleneck
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = 128
 #: requests built-but-unanswered at once (bounds memory: prefetch x batch_size inputs)
-DEFAULT_PREFETCH = 16
+DEFAULT_PREFETCH = 8
 
 
 def credential_token(credential: Mapping[str, Any] | str | None) -> str | None:

@@ -221,6 +221,14 @@ class Results:
     def accept(self, batch: Batch, reply: DataRequestProto) -> dict[str, str]:
         """Record one reply; returns this batch's failures (id -> reason)."""
         failures = reply_failures(reply, batch)
+        if not failures and self.kind == "strings" and not self.rank:
+            block = contiguous_embeddings(reply, batch.ids)
+            if block is not None:  # the common case, without a per-document loop
+                self.succeeded += len(batch.ids)
+                if self.collect:
+                    self.dim = self.dim or block.shape[1]
+                    self._parts[batch.index] = block
+                return failures
         slots: dict[str, list[int]] = {}
         for position, doc_id in enumerate(batch.ids):
             slots.setdefault(doc_id, []).append(position)
@@ -272,6 +280,28 @@ class Results:
         if not arrays:
             return np.empty((0, dim), dtype=np.float32)
         return np.concatenate(arrays, axis=0)
+
+
+def contiguous_embeddings(reply: DataRequestProto, ids: list[str]) -> np.ndarray | None:
+    """All embeddings of a reply as one ``[n, D]`` array when the reply answers exactly
+    ``ids`` in order with same-shaped dense float arrays; None otherwise (slow path)."""
+    docs = reply.data.docs.docs
+    if len(docs) != len(ids) or not ids:
+        return None
+    first = docs[0].embedding.dense
+    dtype, shape = first.dtype, list(first.shape)
+    if len(shape) != 1 or not dtype or np.dtype(dtype).kind != "f":
+        return None
+    buffers = []
+    for doc, doc_id in zip(docs, ids, strict=True):
+        dense = doc.embedding.dense
+        if doc.id != doc_id or dense.dtype != dtype or list(dense.shape) != shape:
+            return None
+        buffers.append(dense.buffer)
+    data = b"".join(buffers)
+    if len(data) != len(ids) * shape[0] * np.dtype(dtype).itemsize:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(len(ids), shape[0]).astype(np.float32)
 
 
 def stack_rows(rows: list[np.ndarray | None], dim: int) -> np.ndarray:

@@ -117,7 +117,7 @@ def _unavailable(name: str, repo_id: str, cache: Path, reason: str) -> ModelUnav
         f"model {name!r} (Hugging Face repo {repo_id}) is not available: {reason}. "
         f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF CLIP "
         f"format as the model name; or pre-populate the cache on a connected machine "
-        f"(`huggingface-cli download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
+        f"(`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
         f"or use the built-in model (name 'builtin', needs no download)."
     )
 

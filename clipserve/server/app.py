@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import uvicorn
 
@@ -33,10 +30,17 @@ from clipserve.server.config import ServerConfig
 from clipserve.server.dispatch import Dispatcher
 from clipserve.server.grpc_server import GrpcFrontend
 from clipserve.server.http_app import HttpState, build_app
+from clipserve.server.startup import (
+    bind_socket,
+    in_daemon_thread,
+    limits_from,
+    load_configured_model,
+    uri_policy_from,
+    write_port_file,
+)
 from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
-T = TypeVar("T")
 MiB = 1024 * 1024
 
 
@@ -91,7 +95,7 @@ class ClipServer:
                 )
                 self.grpc_port = self.grpc.bind(config.host, config.grpc_port)
             if config.serves_http:
-                self._http_socket = _bind(config.host, config.http_port)
+                self._http_socket = bind_socket(config.host, config.http_port)
                 self.http_port = self._http_socket.getsockname()[1]
             dispatcher = Dispatcher(await self._start_engine(), self.metrics)
             if self.grpc is not None:
@@ -105,14 +109,14 @@ class ClipServer:
         for url in self.listening_urls():
             log.info("clipserve: serving %s", url)
         if config.port_file:
-            _write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
+            write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
 
     async def _start_engine(self) -> Any:
         config = self.config
         if self.model is None:
-            self.model = await _in_daemon_thread(_load_model, config)
+            self.model = await in_daemon_thread(load_configured_model, config)
         model = self.model
-        await _in_daemon_thread(model.warmup)
+        await in_daemon_thread(model.warmup)
         log.info("clipserve: model %s loaded (dim %d, backend %s)", model.name, model.dim,
                  model.backend)  # fmt: skip
         from clipserve.server.service import EmbeddingService
@@ -130,8 +134,8 @@ class ClipServer:
         self.service = EmbeddingService(
             self.engine,
             model_name=model.name,
-            limits=_limits(config.limits),
-            uri_policy=_uri_policy(config.uri_policy),
+            limits=limits_from(config.limits),
+            uri_policy=uri_policy_from(config.uri_policy),
             metrics=self.metrics,
         )
         return self.service
@@ -223,82 +227,6 @@ class ClipServer:
             if "websocket" in self.config.protocols:
                 urls.append(f"{'wss' if tls else 'ws'}://{shown}:{self.http_port}")
         return urls
-
-
-def _load_model(config: ServerConfig) -> EmbeddingModel:
-    from clipserve.models.registry import load_model
-
-    return load_model(
-        config.model, backend=config.backend, device=config.device, cache_dir=config.cache_dir
-    )
-
-
-async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run slow start-up work (model loading) in a daemon thread: unlike ``to_thread``, a
-    signal during start-up can end the process without waiting for it to finish."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def work() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:
-            with contextlib.suppress(RuntimeError):  # the loop may be gone already
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=work, name="clipserve-load", daemon=True).start()
-    return await future
-
-
-def _limits(value: Any) -> Any:
-    from clipserve.server.limits import Limits
-
-    if value is None or isinstance(value, Limits):
-        return value
-    if isinstance(value, Mapping):
-        return Limits(**dict(value))
-    raise ValueError(f"limits must be a mapping of Limits fields, got {value!r}")
-
-
-def _uri_policy(value: Any) -> Any:
-    if value is None or not isinstance(value, Mapping):
-        return value
-    from clipserve.server.uri_fetch import UriPolicy
-
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
-    return UriPolicy(**fields)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"HTTP/WebSocket could not bind {host}:{port}: {exc.strerror}") from exc
-    sock.setblocking(False)
-    return sock
-
-
-def _write_port_file(path: str, ports: dict[str, int | None]) -> None:
-    """Written atomically, so a reader never sees half a file."""
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(ports), encoding="utf-8")
-    temp.replace(target)
 
 
 # ---- in-process helper for tests and scripts -------------------------------------------

@@ -1,0 +1,95 @@
+"""Start-up helpers for ``ClipServer``: loading the model off the event loop, binding the
+HTTP socket early, turning YAML mappings into ``Limits``/``UriPolicy``, the port file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clipserve.models.base import EmbeddingModel
+from clipserve.server.config import ServerConfig
+
+T = TypeVar("T")
+
+
+def load_configured_model(config: ServerConfig) -> EmbeddingModel:
+    from clipserve.models.registry import load_model
+
+    return load_model(
+        config.model, backend=config.backend, device=config.device, cache_dir=config.cache_dir
+    )
+
+
+async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run slow start-up work (model loading) in a daemon thread: unlike ``to_thread``, a
+    signal during start-up can end the process without waiting for it to finish."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop may be gone already
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="clipserve-load", daemon=True).start()
+    return await future
+
+
+def limits_from(value: Any) -> Any:
+    from clipserve.server.limits import Limits
+
+    if value is None or isinstance(value, Limits):
+        return value
+    if isinstance(value, Mapping):
+        return Limits(**dict(value))
+    raise ValueError(f"limits must be a mapping of Limits fields, got {value!r}")
+
+
+def uri_policy_from(value: Any) -> Any:
+    if value is None or not isinstance(value, Mapping):
+        return value
+    from clipserve.server.uri_fetch import UriPolicy
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+    return UriPolicy(**fields)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"HTTP/WebSocket could not bind {host}:{port}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def write_port_file(path: str, ports: dict[str, int | None]) -> None:
+    """Written atomically, so a reader never sees half a file."""
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(ports), encoding="utf-8")
+    temp.replace(target)

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -47,6 +49,22 @@ def tight_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
 def builtin_server(builtin_model: EmbeddingModel) -> Iterator[RunningServer]:
     with running_server(loopback_config(model="builtin"), model=builtin_model) as server:
         yield server
+
+
+@contextmanager
+def stoppable_server(
+    model: EmbeddingModel, **changes: object
+) -> Iterator[tuple[RunningServer, threading.Thread]]:
+    """A server and a thread that stops it (start the thread to begin the shutdown)."""
+    context = running_server(loopback_config(**changes), model=model)
+    server = context.__enter__()
+    stopper = threading.Thread(target=context.__exit__, args=(None, None, None))
+    try:
+        yield server, stopper
+    finally:
+        if stopper.ident is None:
+            stopper.start()
+        stopper.join(timeout=30)
 
 
 def filling_request(request_id: str) -> DataRequestProto:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
@@ -13,7 +14,12 @@ from clipserve.server.app import RunningServer
 from clipserve.wire import GRPC_METHOD, DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import new_request
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import filling_request, image_request, text_request
+from tests.server.conftest import (
+    filling_request,
+    image_request,
+    stoppable_server,
+    text_request,
+)
 
 MiB = 1024 * 1024
 
@@ -169,3 +175,14 @@ async def test_builtin_model_over_grpc_matches_in_process(
         np.testing.assert_allclose(got[f"t-{index}"], expected_texts[index], atol=1e-5)
     for index, name in enumerate(photos):
         np.testing.assert_allclose(got[f"i-{name}"], expected_images[index], atol=1e-5)
+
+
+async def test_shutdown_lets_an_open_stream_finish(hash_model):
+    with stoppable_server(hash_model, max_wait_ms=1000, max_batch_size=64) as (server, stopper):
+        pending = asyncio.ensure_future(call(server.grpc_port, [text_request("late", "answered")]))
+        await asyncio.sleep(0.3)  # the request now waits in a batch
+        stopper.start()
+        replies = await pending
+        await asyncio.to_thread(stopper.join, 30)
+    assert [r.header.request_id for r in replies] == ["late"]
+    assert replies[0].header.status.code == StatusProto.SUCCESS

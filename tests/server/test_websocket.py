@@ -3,6 +3,8 @@ binary DataRequestProto frames, replies matched by id, ``b"\\x00"`` ends the inp
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import websockets
@@ -10,7 +12,12 @@ from websockets.exceptions import ConnectionClosed
 
 from clipserve.wire import WS_END_OF_INPUT, DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import filling_request, image_request, text_request
+from tests.server.conftest import (
+    filling_request,
+    image_request,
+    stoppable_server,
+    text_request,
+)
 
 
 async def exchange(url: str, frames: list[bytes | str], **connect) -> tuple[list, int | None]:
@@ -104,3 +111,18 @@ async def test_builtin_model_over_websocket_matches_in_process(
     np.testing.assert_allclose(by_doc["t-0"], expected_text, atol=1e-5)
     expected_image = builtin_model.encode_images([jpeg_photos[photo]])[0]
     np.testing.assert_allclose(by_doc[f"i-{photo}"], expected_image, atol=1e-5)
+
+
+async def test_shutdown_answers_in_flight_requests_then_closes_1001(hash_model):
+    with stoppable_server(hash_model, max_wait_ms=1000, max_batch_size=64) as (server, stopper):
+        async with websockets.connect(server.urls["websocket"], subprotocols=["bytes"]) as ws:
+            await ws.send(text_request("late", "still answered").SerializeToString())
+            await asyncio.sleep(0.3)  # the request now waits in a batch
+            stopper.start()
+            reply = DataRequestProto.FromString(await ws.recv())
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        await asyncio.to_thread(stopper.join, 30)
+    assert reply.header.request_id == "late"
+    assert reply.header.status.code == StatusProto.SUCCESS
+    assert ws.close_code == 1001

@@ -104,6 +104,20 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help=f"seconds in-flight requests get on shutdown (default: {d.shutdown_grace_s})",
     )
+    p.add_argument(
+        "--max-docs-per-request",
+        type=int,
+        help="refuse requests with more documents (default: the service's limit)",
+    )
+    p.add_argument(
+        "--fetch-uris",
+        action="store_true",
+        help="let the server fetch http(s) image URIs (default: never; data: URIs always work)",
+    )
+    p.add_argument(
+        "--uri-allowed-hosts",
+        help="with --fetch-uris: comma-separated hosts ('*.example.com' for subdomains)",
+    )
     p.add_argument("--port-file", help='write {"grpc": port, "http": port} here once ready')
     p.add_argument(
         "--log-level",
@@ -131,6 +145,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     values: dict[str, Any] = dict(vars(args))
     values.pop("command", None)
     config_file = values.pop("config_file", None)
+    if "max_docs_per_request" in values:
+        values["limits"] = {"max_docs_per_request": values.pop("max_docs_per_request")}
+    uri_policy: dict[str, Any] = {}
+    if values.pop("fetch_uris", False):
+        uri_policy["enabled"] = True
+    if "uri_allowed_hosts" in values:
+        hosts = values.pop("uri_allowed_hosts").split(",")
+        uri_policy["allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
+    if uri_policy:
+        values["uri_policy"] = uri_policy
     return build_config(config_file=config_file, overrides=values)
 
 

@@ -117,6 +117,8 @@ class ServerConfig:
 
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
+#: settings that are mappings of their own (merged field by field across sources)
+NESTED = ("limits", "uri_policy")
 #: YAML keys spelled like their flags, accepted for the field names
 ALIASES = {"max_batch_wait_ms": "max_wait_ms", "shutdown_grace": "shutdown_grace_s"}
 
@@ -152,7 +154,10 @@ def build_config(
     env = os.environ if environ is None else environ
     if env.get(AUTH_TOKEN_ENV):
         values["auth_token"] = env[AUTH_TOKEN_ENV]
-    values.update({k: v for k, v in (overrides or {}).items()})
+    for key, value in (overrides or {}).items():
+        if key in NESTED and isinstance(value, Mapping) and isinstance(values.get(key), Mapping):
+            value = {**values[key], **value}  # a flag changes one field of a YAML mapping
+        values[key] = value
     unknown = sorted(set(values) - FIELD_NAMES)
     if unknown:
         raise ValueError(f"unknown setting(s): {', '.join(unknown)}")

@@ -138,6 +138,22 @@ def test_flags_override_yaml_which_overrides_defaults(tmp_path):
     assert "env-secret" not in json.dumps(with_env.public_dict())
 
 
+def test_limit_and_uri_flags_merge_into_the_yaml_mappings(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("limits: {max_text_chars: 100}\nuri_policy: {allow_private: true}\n")
+    args = build_parser().parse_args(
+        ["serve", "--config", str(config), "--max-docs-per-request", "8", "--fetch-uris",
+         "--uri-allowed-hosts", "img.example.com, *.cdn.example.com"]
+    )  # fmt: skip
+    resolved = config_from_args(args)
+    assert resolved.limits == {"max_text_chars": 100, "max_docs_per_request": 8}
+    assert resolved.uri_policy == {
+        "allow_private": True,
+        "enabled": True,
+        "allowed_hosts": ("img.example.com", "*.cdn.example.com"),
+    }
+
+
 def test_defaults_match_the_documented_ones():
     config = ServerConfig()
     assert (config.model, config.grpc_port, config.http_port) == ("builtin", 51000, 51001)

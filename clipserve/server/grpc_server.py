@@ -115,12 +115,12 @@ class GrpcFrontend:
         tasks: set[asyncio.Task[None]] = set()
 
         async def answer(raw: bytes) -> None:
+            # the slot is released once the reply is written, so a client that stops
+            # reading also stops the server from taking (and buffering) more requests
             try:
-                await replies.put(await self._reply_for(raw))
+                replies.put_nowait(await self._reply_for(raw))
             except Exception as exc:  # errors that end the call (overload, shutdown)
-                await replies.put(exc)
-            finally:
-                slots.release()
+                replies.put_nowait(exc)
 
         async def read_all() -> None:
             try:
@@ -129,11 +129,11 @@ class GrpcFrontend:
                     task = asyncio.create_task(answer(raw))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                for _ in range(limit):  # every request answered
+                for _ in range(limit):  # every reply written
                     await slots.acquire()
-                await replies.put(_END)
+                replies.put_nowait(_END)
             except Exception as exc:
-                await replies.put(exc)
+                replies.put_nowait(exc)
 
         reader = asyncio.create_task(read_all())
         try:
@@ -141,6 +141,7 @@ class GrpcFrontend:
                 if isinstance(item, BaseException):
                     await context.abort(grpc_status(item), public_message(item))
                 await context.write(item)
+                slots.release()
         finally:
             reader.cancel()
             for task in list(tasks):

@@ -157,7 +157,7 @@ class Pipeline:
     async def _consume(self) -> None:
         async with contextlib.aclosing(self.transport.stream(self._requests())) as replies:
             async for reply in replies:
-                batch = self._unanswered.get(reply.header.request_id)
+                batch = self._batch_of(reply)
                 if batch is None:
                     continue  # a late duplicate of an answered batch, or an unknown id
                 self._raise_request_error(reply)
@@ -173,6 +173,16 @@ class Pipeline:
                 f"{self.transport.options.address.url} ended the stream with "
                 f"{len(self._unanswered)} request(s) unanswered"
             )
+
+    def _batch_of(self, reply: DataRequestProto) -> Batch | None:
+        """By request id; failing that (a gateway that renames requests), by the id of the
+        reply's first document, which is unique among the unanswered batches' first ids."""
+        batch = self._unanswered.get(reply.header.request_id)
+        if batch is None and reply.data.docs.docs:
+            first = reply.data.docs.docs[0].id
+            candidates = [b for b in self._unanswered.values() if b.ids and b.ids[0] == first]
+            batch = candidates[0] if len(candidates) == 1 else None
+        return batch
 
     def _raise_request_error(self, reply: DataRequestProto) -> None:
         """A reply refusing the whole request: transient (retried), auth, or anything else

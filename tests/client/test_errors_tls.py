@@ -9,7 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from clipserve import Client
-from clipserve.errors import AuthenticationError, OverloadedError, ServerUnavailableError
+from clipserve.errors import (
+    AuthenticationError,
+    ClientTimeoutError,
+    OverloadedError,
+    ServerUnavailableError,
+)
 from clipserve.server.app import RunningServer, loopback_config, running_server
 
 SCHEMES = ["grpc", "http", "ws"]
@@ -88,3 +93,24 @@ def test_tls_schemes_with_self_signed_certificate(tls_server, tls_files, scheme)
         assert client.encode(["insecure hello"]).shape[0] == 1
     with Client(url, connect_timeout=2) as client, pytest.raises(ServerUnavailableError):
         client.encode(["an unknown certificate authority"])
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_silent_server_times_out_instead_of_hanging(silent_port, scheme) -> None:
+    url = f"{scheme}://127.0.0.1:{silent_port}"
+    started = time.monotonic()
+    client = Client(url, connect_timeout=1, timeout=1)
+    with client, pytest.raises((ServerUnavailableError, ClientTimeoutError)) as info:
+        client.encode(["hello?"])
+    assert time.monotonic() - started < 15
+    assert url in str(info.value)

@@ -172,3 +172,22 @@ def test_lazy_loading_reads_files_just_in_time(client, tmp_path, photos) -> None
 
     out = client.encode(items(), batch_size=1)
     np.testing.assert_array_equal(out[0], out[2])
+
+
+def test_input_is_consumed_lazily_within_the_window(client) -> None:
+    consumed = answered = worst = 0
+
+    def items() -> Iterator[str]:
+        nonlocal consumed
+        for i in range(600):
+            consumed += 1
+            yield f"t{i}"
+
+    def on_done(response) -> None:
+        nonlocal answered, worst
+        worst = max(worst, consumed - answered)
+        answered += len(response.ids)
+
+    client.encode(items(), batch_size=10, prefetch=3, on_done=on_done)
+    assert answered == 600
+    assert worst <= (3 + 1) * 10, f"{worst} inputs were read ahead of the replies"

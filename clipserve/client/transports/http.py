@@ -51,7 +51,11 @@ class HttpTransport(Transport):
         if self._post_paths is not None:
             return
         try:
-            response = await self._http().get("/openapi.json")
+            timeout = max(3.0, self.options.connect_timeout)  # then fall back to /post
+            response = await self._http().get("/openapi.json", timeout=timeout)
+        except httpx.ReadTimeout:
+            self._post_paths = set()  # like clip-client: no OpenAPI document -> POST /post
+            return
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
         paths: set[str] = set()

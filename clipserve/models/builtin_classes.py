@@ -78,7 +78,7 @@ def load_class_texts() -> ClassTexts:
 
 def embed_classes(texts: ClassTexts, encode: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
     """Class texts -> float32 [1000, dim] unit vectors, using the text tower ``encode``."""
-    prompts = encode(texts.name_prompts())
+    prompts = _encode_unique(texts.name_prompts(), encode)
     prompts = prompts.reshape(NUM_CLASSES, 2, len(TEMPLATES), -1).mean(axis=2)
     names = _unit(prompts.sum(axis=1))
     descriptions = encode(list(texts.descriptions))
@@ -132,6 +132,16 @@ def cached_class_embeddings(
     except OSError:
         pass
     return embeddings, path, False
+
+
+def _encode_unique(
+    sentences: list[str], encode: Callable[[Sequence[str]], np.ndarray]
+) -> np.ndarray:
+    """Encode each distinct sentence once (many classes' clean and GPT names agree)."""
+    unique = sorted(set(sentences))
+    vectors = encode(unique)
+    position = {sentence: index for index, sentence in enumerate(unique)}
+    return vectors[[position[sentence] for sentence in sentences]]
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

@@ -108,10 +108,11 @@ class MiniLMTextEncoder:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled.float().numpy()
 
-    def encode_texts(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
-        """Convenience for bulk work (class prompts): tokenise and encode in chunks."""
-        parts = [
-            self.encode(self.tokenize(texts[start : start + batch_size]))
-            for start in range(0, len(texts), batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Bulk work (class prompts): encode in chunks of similar length, so little padding."""
+        order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
+        result = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            result[chunk] = self.encode(self.tokenize([texts[index] for index in chunk]))
+        return result

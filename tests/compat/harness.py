@@ -142,13 +142,17 @@ class ServerProcess:
     """A `clipserve serve` subprocess on loopback with the ports it reported."""
 
     process: subprocess.Popen
-    grpc_port: int
-    http_port: int
+    grpc_port: int | None
+    http_port: int | None
 
 
 @contextlib.contextmanager
 def serve_subprocess(
-    extra_args: list[str], *, ready_timeout: float = 180.0, log_file: Path | None = None
+    extra_args: list[str],
+    *,
+    ready_timeout: float = 300.0,
+    log_file: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """Starts `clipserve serve` on 127.0.0.1 port 0 and stops it (SIGTERM) on exit."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -157,9 +161,10 @@ def serve_subprocess(
         command = [sys.executable, "-c", SERVE_MAIN,
                    "serve", "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
                    "--port-file", str(port_file), *extra_args]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "CLIPSERVE_AUTH_TOKEN"}
+        server_env = {k: v for k, v in os.environ.items() if k != "CLIPSERVE_AUTH_TOKEN"}
+        server_env.update(env or {})
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=server_env
         )
         try:
             deadline = time.monotonic() + ready_timeout
@@ -171,7 +176,7 @@ def serve_subprocess(
                 time.sleep(0.1)
             time.sleep(0.1)  # the file may be mid-write
             ports = json.loads(port_file.read_text())
-            yield ServerProcess(process, int(ports["grpc"]), int(ports["http"]))
+            yield ServerProcess(process, ports.get("grpc"), ports.get("http"))
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

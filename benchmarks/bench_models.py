@@ -10,6 +10,7 @@ spends a minute or so exporting. Numbers are wall-clock on a machine that may be
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -25,26 +26,23 @@ from clipserve.models.registry import load_model
 
 #: forward FLOPs of one 224px ViT-B/32 image (multiply-adds x 2), as usually quoted
 VIT_B_32_IMAGE_GFLOP = 4.4
+SGEMM = 2048  # square float32 matmul size for the machine's GEMM rate
 #: ~12 tokens each with the byte-level tokenizer of random models (10 characters + 2 specials)
 SHORT_TEXTS = ["a red car.", "two dogs!!", "blue house", "my cat zzz", "sunny hill", "old bridge"]
 
 
-def best_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: allocations, kernel selection
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def interleaved_best(workloads: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time of each workload, run round-robin so that load from other processes
+    on a shared machine hits all of them alike. One warm-up run each first."""
+    for run in workloads.values():
         run()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
-
-
-def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    seconds = best_seconds(lambda: a @ b, repeats)
-    return 2 * size**3 / seconds / 1e9
+    best = dict.fromkeys(workloads, float("inf"))
+    for _ in range(repeats):
+        for key, run in workloads.items():
+            started = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - started)
+    return best
 
 
 def main() -> None:
@@ -74,39 +72,45 @@ def main() -> None:
     padded = torch_model.tokenizer(texts, pad_to=77)
     n, reps = args.batch, args.repeats
 
-    rows: list[tuple[str, str, float]] = []
-    torch_images = n / best_seconds(lambda: torch_model.forward_images(pixels), reps)
-    onnx_images = n / best_seconds(lambda: onnx_model.forward_images(pixels), reps)
-    rows += [("images/s", "torch", torch_images), ("images/s", "onnx", onnx_images)]
     width = short.input_ids.shape[1]
+    short_label, fixed_label = f"texts/s, padded to {width}", "texts/s, padded to 77"
+    workloads: dict[tuple[str, str], Callable[[], object]] = {}
     for name, model in (("torch", torch_model), ("onnx", onnx_model)):
-        per_batch = n / best_seconds(lambda m=model: m.forward_texts(short), reps)
-        fixed = n / best_seconds(lambda m=model: m.forward_texts(padded), reps)
-        rows += [
-            (f"texts/s, padded to {width}", name, per_batch),
-            ("texts/s, padded to 77", name, fixed),
-        ]
-    gemm = sgemm_gflops()
+        workloads[("images/s", name)] = lambda m=model: m.forward_images(pixels)
+        workloads[(short_label, name)] = lambda m=model: m.forward_texts(short)
+        workloads[(fixed_label, name)] = lambda m=model: m.forward_texts(padded)
+    load_before = os.getloadavg()[0]
+    a, b = (
+        np.random.default_rng(seed).standard_normal((SGEMM, SGEMM), np.float32) for seed in (0, 1)
+    )
+    workloads[("sgemm", "numpy")] = lambda: a @ b
+    best = interleaved_best(workloads, reps)
+    load_after = os.getloadavg()[0]
+    gemm = 2 * SGEMM**3 / best.pop(("sgemm", "numpy")) / 1e9
+    rows = [(measure, name, n / seconds) for (measure, name), seconds in best.items()]
+    rate = {(measure, name): value for measure, name, value in rows}
+    torch_images, onnx_images = rate[("images/s", "torch")], rate[("images/s", "onnx")]
 
-    title = f"{args.model}, batch {n}, {threads} inference threads, best of {reps}"
+    title = (
+        f"{args.model}, batch {n}, {threads} inference threads, best of {reps} interleaved; "
+        f"1-min load average {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} CPUs"
+    )
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("backend")
     table.add_column("value", justify="right")
     for measure, backend, value in rows:
         table.add_row(measure, backend, f"{value:.1f}")
-    table.add_row("sgemm GFLOP/s (numpy 2048^3)", "numpy", f"{gemm:.1f}")
+    table.add_row(f"sgemm GFLOP/s (numpy {SGEMM}^3)", "numpy", f"{gemm:.1f}")
     onnx_gflops = onnx_images * VIT_B_32_IMAGE_GFLOP
     table.add_row("onnx image GFLOP/s (4.4 GFLOP/img)", "onnx", f"{onnx_gflops:.1f}")
     console.print(table)
 
-    text_rows = {(m, b): v for m, b, v in rows}
     checks = [
         ("onnx / torch images", onnx_images / torch_images, 1.2),
         (
             "per-batch / fixed-77 texts (torch)",
-            text_rows[(f"texts/s, padded to {width}", "torch")]
-            / text_rows[("texts/s, padded to 77", "torch")],
+            rate[(short_label, "torch")] / rate[(fixed_label, "torch")],
             5.0,
         ),
         ("onnx image GFLOP/s as share of sgemm", onnx_gflops / gemm, 0.55),

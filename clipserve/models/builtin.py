@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,13 +24,18 @@ from clipserve.models.base import EmbeddingModel, ImageSource
 from clipserve.models.builtin_classes import (
     cached_class_embeddings,
     default_cache_dir,
+    files_digest,
     load_class_texts,
 )
 from clipserve.models.builtin_text import MiniLMTextEncoder, TokenBatch
-from clipserve.models.builtin_vision import load_lite0, preprocess
+from clipserve.models.builtin_vision import lite0_weights_path, load_lite0, preprocess
+
+if TYPE_CHECKING:
+    from clipserve.models.builtin_onnx import OnnxTowers
 
 BUILTIN_NAME = "builtin"
 BUILTIN_DIM = 384
+BACKENDS = ("torch", "onnx")
 #: ConSE settings, tuned on skimage / sklearn photos against simple captions
 TOP_CLASSES = 5
 SOFTMAX_TEMPERATURE = 2.0
@@ -54,8 +60,10 @@ class BuiltinModel(EmbeddingModel):
         device: str = "cpu",
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        if backend != "torch":
-            raise ValueError(f"the built-in model supports backend 'torch' only, not {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"the built-in model supports backends {', '.join(BACKENDS)}, not {backend!r}"
+            )
         if device != "cpu":
             raise ValueError(f"the built-in model runs on 'cpu' only, not {device!r}")
         self.backend = backend
@@ -66,16 +74,22 @@ class BuiltinModel(EmbeddingModel):
             self._text = MiniLMTextEncoder()
         self._vision = load_lite0()
         model_dir = self._text.model_dir
-        embeddings, self.class_cache_file, self.class_cache_hit = cached_class_embeddings(
-            load_class_texts(),
-            self._text.encode_texts,
+        text_digest = files_digest(
             [
                 model_dir / "config.json",
                 model_dir / "tokenizer.json",
                 model_dir / "model.safetensors",
-            ],
-            self.cache_dir,
+            ]
         )
+        embeddings, self.class_cache_file, self.class_cache_hit = cached_class_embeddings(
+            load_class_texts(), self._text.encode_texts, text_digest, self.cache_dir
+        )
+        self._onnx: OnnxTowers | None = None
+        if backend == "onnx":
+            from clipserve.models.builtin_onnx import OnnxTowers
+
+            digest = files_digest([lite0_weights_path()]) + text_digest
+            self._onnx = OnnxTowers(self._text.network, self._vision, digest, self.cache_dir)
         self._class_embeddings = torch.from_numpy(embeddings)
         self._class_mean = self._class_embeddings.mean(dim=0)
         self.startup_seconds = time.perf_counter() - started
@@ -86,12 +100,19 @@ class BuiltinModel(EmbeddingModel):
             self.class_cache_file,
         )
 
+    @property
+    def onnx_files(self) -> tuple[Path, ...]:
+        """The cached ONNX exports in use (empty for the torch backend)."""
+        return self._onnx.files if self._onnx is not None else ()
+
     # -- text ---------------------------------------------------------------------------------
 
     def prepare_texts(self, texts: Sequence[str]) -> TokenBatch:
         return self._text.tokenize(list(texts))
 
     def forward_texts(self, tokens: TokenBatch) -> np.ndarray:
+        if self._onnx is not None and len(tokens):
+            return self._onnx.encode_texts(tokens)
         return self._text.encode(tokens)
 
     # -- images -------------------------------------------------------------------------------
@@ -105,7 +126,10 @@ class BuiltinModel(EmbeddingModel):
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         with torch.inference_mode():
             views = torch.cat([batch, _centre_zoom(batch, ZOOM_FRACTION)])
-            logits = self._vision(views).float()
+            if self._onnx is not None:
+                logits = torch.from_numpy(self._onnx.classify(views.numpy()))
+            else:
+                logits = self._vision(views).float()
             mean_logits = (logits[: len(batch)] + logits[len(batch) :]) / 2
             return self._conse(mean_logits).numpy()
 

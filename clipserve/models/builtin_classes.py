@@ -85,7 +85,18 @@ def embed_classes(texts: ClassTexts, encode: Callable[[Sequence[str]], np.ndarra
     return _unit(names + DESCRIPTION_WEIGHT * descriptions).astype(np.float32)
 
 
-def cache_key(texts: ClassTexts, model_files: Sequence[Path]) -> str:
+def files_digest(paths: Sequence[Path]) -> str:
+    """A hash of the names and bytes of some model files."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(texts: ClassTexts, model_digest: str) -> str:
     """A hash of every class text, the templates, the recipe and the text model's bytes."""
     digest = hashlib.sha256(_CACHE_FORMAT.encode())
     payload = {
@@ -96,18 +107,14 @@ def cache_key(texts: ClassTexts, model_files: Sequence[Path]) -> str:
         "descriptions": texts.descriptions,
     }
     digest.update(json.dumps(payload, sort_keys=True).encode())
-    for path in model_files:
-        digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    digest.update(model_digest.encode())
     return digest.hexdigest()[:24]
 
 
 def cached_class_embeddings(
     texts: ClassTexts,
     encode: Callable[[Sequence[str]], np.ndarray],
-    model_files: Sequence[Path],
+    model_digest: str,
     cache_dir: Path,
 ) -> tuple[np.ndarray, Path, bool]:
     """Load the class embeddings from the cache, or compute and store them.
@@ -115,7 +122,7 @@ def cached_class_embeddings(
     Returns (embeddings, cache file, whether it was a cache hit). A cache that cannot be
     written (read-only home) only costs the recomputation on the next start.
     """
-    path = cache_dir / f"builtin-classes-{cache_key(texts, model_files)}.npy"
+    path = cache_dir / f"builtin-classes-{cache_key(texts, model_digest)}.npy"
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)

@@ -67,6 +67,7 @@ class MiniLMTextEncoder:
             str(self.model_dir), local_files_only=True, add_pooling_layer=False
         )
         self._model.eval()
+        self._network = MeanPooledSentenceEncoder(self._model).eval()
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         for text in texts:
@@ -93,20 +94,20 @@ class MiniLMTextEncoder:
             bound *= 4
         return text
 
+    @property
+    def network(self) -> torch.nn.Module:
+        """ids + mask -> unit sentence vectors, as one module (what the ONNX export traces)."""
+        return self._network
+
     def encode(self, batch: TokenBatch) -> np.ndarray:
         """A ``TokenBatch`` -> L2-normalised float32 [N, 384]."""
         if len(batch) == 0:
             return np.zeros((0, 384), dtype=np.float32)
-        ids = torch.from_numpy(batch.input_ids)
-        mask = torch.from_numpy(batch.attention_mask)
         with torch.inference_mode():
-            hidden = self._model(
-                input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)
-            ).last_hidden_state
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
-        return pooled.float().numpy()
+            vectors = self._network(
+                torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+            )
+        return vectors.float().numpy()
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Bulk work (class prompts): encode in chunks of similar length, so little padding."""
@@ -116,3 +117,21 @@ class MiniLMTextEncoder:
             chunk = order[start : start + batch_size]
             result[chunk] = self.encode(self.tokenize([texts[index] for index in chunk]))
         return result
+
+
+class MeanPooledSentenceEncoder(torch.nn.Module):
+    """BERT + mean pooling over the attention mask + L2 normalisation."""
+
+    def __init__(self, bert: torch.nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+        ).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)

@@ -201,6 +201,23 @@ def test_other_backends_are_refused() -> None:
         BuiltinModel(backend="tensorrt")
 
 
+def test_onnx_backend_matches_torch(
+    builtin_model: BuiltinModel, builtin_photos: dict[str, np.ndarray]
+) -> None:
+    onnx_model = BuiltinModel(backend="onnx", cache_dir=builtin_model.cache_dir)
+    assert onnx_model.backend == "onnx"
+    texts = ["a photo of a cat", "hi", "the quick brown fox jumps over the lazy dog " * 60]
+    np.testing.assert_allclose(
+        onnx_model.encode_texts(texts), builtin_model.encode_texts(texts), atol=1e-4
+    )
+    photos = [builtin_photos["cat"], builtin_photos["cameraman"], builtin_photos["temple"]]
+    np.testing.assert_allclose(
+        onnx_model.encode_images(photos), builtin_model.encode_images(photos), atol=1e-4
+    )
+    for exported in onnx_model.onnx_files:
+        assert exported.is_file() and exported.parent == builtin_model.cache_dir
+
+
 def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")

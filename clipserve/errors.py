@@ -63,9 +63,7 @@ class RemoteError(ClipServeError):
 class PartialFailureError(RemoteError):
     """Some documents failed; ``results`` holds what did succeed."""
 
-    def __init__(
-        self, message: str, failures: dict[str, str], results: object = None
-    ) -> None:
+    def __init__(self, message: str, failures: dict[str, str], results: object = None) -> None:
         super().__init__(message, failures)
         self.results = results
 

@@ -63,5 +63,5 @@ class EmbeddingModel(ABC):
         self.encode_texts(["warm up"])
         self.encode_images([np.zeros((32, 32, 3), dtype=np.uint8)])
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (sessions, GPU memory). Default: nothing to do."""

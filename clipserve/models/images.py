@@ -19,7 +19,9 @@ DEFAULT_MAX_PIXELS = 64_000_000
 MAX_ENCODED_BYTES = 64 * 1024 * 1024
 
 
-def decode_image(source: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    source: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Encoded bytes (any Pillow format) or a uint8 [H, W, C] array -> RGB image."""
     if isinstance(source, np.ndarray):
         return image_from_array(source, max_pixels=max_pixels)
@@ -39,7 +41,11 @@ def decode_image(source: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PI
             image.load()
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise InvalidInputError(f"not a readable image: {_short(exc)}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise InvalidInputError(f"corrupt or truncated image: {_short(exc)}") from exc
@@ -60,7 +66,9 @@ def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise InvalidInputError(f"image tensor is empty: shape {list(array.shape)}")
     _check_size(width, height, max_pixels)
     if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(
+            array.dtype, np.complexfloating
+        ):
             raise InvalidInputError(f"image tensor dtype {array.dtype} is not numeric")
         values = array.astype(np.float64)
         if not np.isfinite(values).all():
@@ -72,7 +80,9 @@ def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     if channels == 1:
         image = Image.fromarray(array[:, :, 0], mode="L")
     else:
-        image = Image.fromarray(np.ascontiguousarray(array), mode="RGB" if channels == 3 else "RGBA")
+        image = Image.fromarray(
+            np.ascontiguousarray(array), mode="RGB" if channels == 3 else "RGBA"
+        )
     return to_rgb(image)
 
 

@@ -222,3 +222,16 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_shipped_class_table_matches_the_current_recipe(tmp_path) -> None:
+    """The package ships the class table for the pinned wheels, so a fresh machine starts in
+    seconds. If this fails, the recipe or a wheel changed: regenerate the table by building
+    ``BuiltinModel(cache_dir=d)`` once and copying ``d/builtin-classes-*.npy`` into
+    ``clipserve/models/data/`` (removing the old file)."""
+    from clipserve.models.builtin_classes import SHIPPED_DIR
+
+    fresh = BuiltinModel(cache_dir=tmp_path)
+    assert fresh.class_cache_hit
+    assert fresh.class_cache_file.parent == SHIPPED_DIR
+    assert not list(tmp_path.glob("builtin-classes-*.npy"))  # nothing recomputed

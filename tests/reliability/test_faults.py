@@ -1,0 +1,337 @@
+"""Faults: a server killed mid-stream, clients that vanish, a model that fails on one batch,
+and overload. (Kill + restart with retries is covered by ``tests/client/test_retries.py``
+on all three protocols; here: the client without retries fails fast on all three.)
+
+The in-process servers wrap the real ``hash`` model in ``GatedModel``, which can be made
+slow (so work queues up) and fails on a marker text (an injected model fault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import connect
+
+from clipserve import Client
+from clipserve.engine.metrics import Metrics
+from clipserve.errors import ServerUnavailableError
+from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.hashing import HashModel
+from clipserve.server.app import RunningServer, loopback_config, running_server
+from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto
+from clipserve.wire.messages import new_request
+from tests.reliability.protocols import rss_bytes, send
+
+FAIL = "<inject model failure>"
+
+
+class GatedModel(EmbeddingModel):
+    """The hash model, made slow by ``delay_s`` per forward pass; fails on ``FAIL``."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.inner = HashModel()
+        self.name, self.dim, self.backend = "hash", self.inner.dim, "none"
+        self.delay_s = delay_s
+        self.forwards = 0
+
+    def prepare_image(self, image: ImageSource) -> np.ndarray:
+        return self.inner.prepare_image(image)
+
+    def prepare_texts(self, texts: Sequence[str]) -> Any:
+        return list(texts), self.inner.prepare_texts(texts)
+
+    def forward_texts(self, tokens: Any) -> np.ndarray:
+        texts, inner = tokens
+        self.forwards += 1
+        time.sleep(self.delay_s)
+        if FAIL in texts:
+            raise RuntimeError("injected failure on the marker text")
+        return self.inner.forward_texts(inner)
+
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.inner.forward_images(pixels)
+
+
+def sample(metric: Any, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for family in metric.collect():
+        for s in family.samples:
+            if s.name.endswith(("_created", "_bucket")):
+                continue
+            if all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def texts_request(request_id: str, count: int, blob_kib: int = 0) -> DataRequestProto:
+    docs = [DocumentProto(id=f"{request_id}-{i}", text=f"{request_id} {i}") for i in range(count)]
+    if blob_kib:
+        docs = [DocumentProto(id=d.id, blob=os.urandom(blob_kib * 1024)) for d in docs]
+    return new_request(docs, request_id=request_id)
+
+
+async def wait_until(condition: Any, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+# --- a killed server: the client fails fast --------------------------------------------------
+
+
+class ServerProcess:
+    """``clipserve serve --model hash`` on loopback as a subprocess (killed by PID)."""
+
+    def __init__(self, folder: Path) -> None:
+        port_file = folder / "ports.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clipserve", "serve", "--model", "hash",
+             "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
+             "--port-file", str(port_file), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError("the clipserve subprocess did not start")
+            time.sleep(0.05)
+        self.ports = json.loads(port_file.read_text())
+
+    def url(self, scheme: str) -> str:
+        return f"{scheme}://127.0.0.1:{self.ports['grpc' if scheme == 'grpc' else 'http']}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path)
+    yield process
+    process.kill()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http", "ws"])
+def test_killed_server_makes_the_client_raise_within_5_s(server_process, scheme) -> None:
+    killed_at: list[float] = []
+
+    def items() -> Iterator[str]:
+        for i in range(100_000):
+            if i == 300:
+                killed_at.append(time.monotonic())  # before: the client may notice first
+                server_process.kill()
+            yield f"text {i}"
+
+    with Client(server_process.url(scheme), connect_timeout=2) as client:
+        with pytest.raises(ServerUnavailableError, match="127.0.0.1") as info:
+            client.encode(items(), batch_size=10, prefetch=8)
+        assert killed_at, f"failed before the kill: {info.value!r}"
+        elapsed = time.monotonic() - killed_at[0]
+    assert elapsed < 5.0, f"the client took {elapsed:.1f} s to notice"
+
+
+# --- a client that disconnects: its queued work is dropped ----------------------------------
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[RunningServer, Metrics, GatedModel]]:
+    model = GatedModel(delay_s=0.05)
+    metrics = Metrics(CollectorRegistry())
+    config = loopback_config(max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0)
+    with running_server(config, model=model, metrics=metrics) as running:
+        yield running, metrics, model
+
+
+async def _grpc_then_vanish(port: int, requests: list[DataRequestProto], replies: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(
+            GRPC_METHOD,
+            request_serializer=DataRequestProto.SerializeToString,
+            response_deserializer=DataRequestProto.FromString,
+        )(iter(requests))
+        for _ in range(replies):
+            await call.read()
+        call.cancel()
+
+
+async def _ws_then_vanish(url: str, requests: list[DataRequestProto], replies: int) -> None:
+    async with connect(url, subprotocols=[WS_SUBPROTOCOL], max_size=None) as ws:  # type: ignore[list-item]
+        for request in requests:
+            await ws.send(request.SerializeToString())
+        for _ in range(replies):
+            await ws.recv()
+        ws.transport.abort()  # no close handshake: the client just goes away
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "websocket"])
+async def test_disconnected_client_work_is_cancelled(slow_server, protocol) -> None:
+    server, metrics, _ = slow_server
+    requests = [texts_request(f"r{i}", 32) for i in range(64)]  # 2048 items, ~13 s of work
+    if protocol == "grpc":
+        await _grpc_then_vanish(server.grpc_port, requests, replies=2)
+    else:
+        await _ws_then_vanish(server.urls["ws"], requests, replies=2)
+
+    def queue_empty() -> bool:
+        return sample(metrics.queue_depth) == 0 and sample(metrics.items, outcome="cancelled") > 0
+
+    await wait_until(queue_empty, 5.0, "the queue should empty after the client left")
+    done = sample(metrics.items, outcome="ok") + sample(metrics.items, outcome="cancelled")
+    assert sample(metrics.items, outcome="cancelled") > 1000, "most work was never done"
+    assert done <= 2048
+    started = time.monotonic()  # the server is free again: a new request is answered fast
+    answer = await send(server, "grpc", texts_request("after", 2))
+    assert not answer.failed and time.monotonic() - started < 2.0
+
+
+async def test_memory_returns_to_baseline_after_clients_vanish(slow_server) -> None:
+    server, metrics, _ = slow_server
+
+    async def one_round(tag: str) -> None:  # 48 requests x 8 x 256 KiB = 96 MiB sent
+        requests = [texts_request(f"{tag}{i}", 8, blob_kib=256) for i in range(48)]
+        await _grpc_then_vanish(server.grpc_port, requests, replies=1)
+        await wait_until(lambda: sample(metrics.queue_depth) == 0, 10.0, "queue drained")
+        await asyncio.sleep(0.5)
+        gc.collect()
+
+    await one_round("warm")
+    baseline = rss_bytes()
+    for tag in ("a", "b", "c"):
+        await one_round(tag)
+    grown = rss_bytes() - baseline
+    assert grown < 48 * 1024 * 1024, f"RSS grew by {grown / 2**20:.0f} MiB over 3 rounds"
+
+
+# --- the model fails on one batch ----------------------------------------------------------
+
+
+async def test_model_failure_fails_only_that_batch(slow_server) -> None:
+    server, metrics, _ = slow_server
+    failing = new_request(
+        [DocumentProto(id="marker", text=FAIL), DocumentProto(id="neighbour", text="x")],
+        request_id="failing",
+    )
+    images = new_request([DocumentProto(id="img", blob=b"\x89PNG any bytes")], request_id="img")
+    # the image request runs concurrently in the other modality's queue
+    answers = await asyncio.gather(send(server, "grpc", failing), send(server, "websocket", images))
+    failed, image_answer = answers
+    assert failed.failed and "2 of 2 documents failed" in failed.message
+    assert "injected failure on the marker text" in failed.message
+    assert "'marker'" in failed.message and "'neighbour'" in failed.message
+    assert not image_answer.failed and image_answer.embedding("img") is not None
+    for protocol in ("grpc", "http-json", "http-proto", "websocket"):  # still serving
+        answer = await send(server, protocol, texts_request(f"after-{protocol}", 3))
+        assert not answer.failed, answer.message
+        expected = HashModel().encode_texts([f"after-{protocol} {i}" for i in range(3)])
+        np.testing.assert_allclose(np.stack([e for _, e in answer.docs]), expected)
+    over_http = await send(server, "http-json", failing)
+    assert over_http.code == 200 and "injected failure" in over_http.message
+    assert sample(metrics.items, outcome="model_error") >= 4
+
+
+# --- overload: refused quickly, and the client's retry finishes the job ----------------------
+
+
+@pytest.fixture
+def tiny_queue_server() -> Iterator[RunningServer]:
+    model = GatedModel(delay_s=0.15)
+    config = loopback_config(max_batch_size=4, max_queue_items=8, shutdown_grace_s=1.0)
+    with running_server(config, model=model, metrics=Metrics(CollectorRegistry())) as running:
+        yield running
+
+
+async def test_overload_is_refused_quickly(tiny_queue_server) -> None:
+    url = tiny_queue_server.urls["http"] + "/post"
+    body = json.dumps({"data": [{"text": f"t{i}"} for i in range(4)]}).encode()
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+
+        async def timed() -> tuple[int, float]:
+            started = time.monotonic()
+            response = await http.post(url, content=body)
+            return response.status_code, time.monotonic() - started
+
+        results = await asyncio.gather(*(timed() for _ in range(24)))
+    refused = sorted(seconds for status, seconds in results if status == 429)
+    served = sorted(seconds for status, seconds in results if status == 200)
+    assert refused and served, results
+    assert {status for status, _ in results} <= {200, 429}
+    # refusals do not wait for the model: faster than the work queued ahead of them
+    assert refused[len(refused) // 2] < 0.5 and refused[-1] < served[-1], (refused, served)
+
+    # 4 requests of 4 items for a queue of 8. (A longer burst races grpc-python: a client
+    # write that fails after the server ended the call replaces RESOURCE_EXHAUSTED with a
+    # local INTERNAL; clipserve's client handles that, see its grpc transport.)
+    requests = [texts_request(f"g{i}", 4) for i in range(4)]
+    grpc_answer = await send(tiny_queue_server, "grpc", requests[0])  # one fits
+    assert not grpc_answer.failed
+    started = time.monotonic()
+    code = await _grpc_status_of_burst(tiny_queue_server.grpc_port, requests)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert time.monotonic() - started < 2.0
+
+
+async def _grpc_status_of_burst(port: int, requests: list[DataRequestProto]) -> grpc.StatusCode:
+    """Write every request (stopping if the call ends), read to the end, return the status."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(
+            GRPC_METHOD,
+            request_serializer=DataRequestProto.SerializeToString,
+            response_deserializer=DataRequestProto.FromString,
+        )(metadata=(("__prefetch__", "100"),))
+        try:
+            for request in requests:
+                await call.write(request)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the server ended the call while we were still writing
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            while await call.read() is not grpc.aio.EOF:
+                pass
+        return await call.code()
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http", "ws"])
+def test_client_retries_through_overload(tiny_queue_server, scheme) -> None:
+    """Three clients, each within the queue's capacity alone, together overload it; with
+    retries every job completes, every embedding exactly once and in order."""
+    url = tiny_queue_server.urls[scheme]
+    jobs = {name: [f"{scheme} {name} {i}" for i in range(40)] for name in "abc"}
+    results: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        with Client(url, retries=50, retry_backoff=0.05) as client:
+            results[name] = client.encode(jobs[name], batch_size=4, prefetch=2)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for name, texts in jobs.items():
+        np.testing.assert_array_equal(results[name], HashModel().encode_texts(texts))

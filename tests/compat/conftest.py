@@ -3,7 +3,6 @@ certificate, real photos on disk and the in-process builtin model for expected v
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,12 @@ def compat_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @dataclass
 class Photos:
-    """Real photos saved to disk: name -> path, plus one raw uint8 [H, W, 3] tensor."""
+    """Real photos saved to disk: name -> path; the same photos at twice the size as PNG
+    (about 5 MiB together, for one request over 4 MiB); one raw uint8 [H, W, 3] tensor."""
 
     jpeg: dict[str, Path]
     png: dict[str, Path]
+    big_png: dict[str, Path]
     tensor_file: Path
 
     def file_bytes(self, path: Path) -> bytes:
@@ -48,17 +49,21 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Photos:
     china, flower = load_sample_images().images
     arrays.update(china=china, flower=flower)
     directory = tmp_path_factory.mktemp("compat-photos")
-    jpeg, png = {}, {}
+    jpeg, png, big_png = {}, {}, {}
     for name, array in arrays.items():
-        for fmt, suffix, table in (("JPEG", ".jpg", jpeg), ("PNG", ".png", png)):
-            buffer = io.BytesIO()
-            Image.fromarray(array).save(buffer, fmt)
+        image = Image.fromarray(array)
+        doubled = image.resize((image.width * 2, image.height * 2), Image.LANCZOS)
+        for picture, fmt, suffix, table in (
+            (image, "JPEG", ".jpg", jpeg),
+            (image, "PNG", ".png", png),
+            (doubled, "PNG", "-big.png", big_png),
+        ):
             path = directory / f"{name}{suffix}"
-            path.write_bytes(buffer.getvalue())
+            picture.save(path, fmt)
             table[name] = path
     tensor_file = directory / "rocket.npy"
     np.save(tensor_file, np.ascontiguousarray(data.rocket()[::2, ::2]))
-    return Photos(jpeg=jpeg, png=png, tensor_file=tensor_file)
+    return Photos(jpeg=jpeg, png=png, big_png=big_png, tensor_file=tensor_file)
 
 
 #: the model the compat suite serves and compares against (override for quick plumbing runs)

@@ -29,7 +29,8 @@ from docarray import Document, DocumentArray
 
 
 def make_doc(spec: dict[str, Any]) -> Document:
-    """Builds a Document from {"text"} | {"uri"} | {"blob_file"} | {"tensor_file"} (+ "id")."""
+    """A Document from {"text"} | {"uri"} | {"blob_file"} | {"blob_text"} | {"tensor_file"},
+    plus an optional "id"."""
     kwargs: dict[str, Any] = {}
     if "id" in spec:
         kwargs["id"] = spec["id"]
@@ -39,6 +40,8 @@ def make_doc(spec: dict[str, Any]) -> Document:
         kwargs["uri"] = spec["uri"]
     elif "blob_file" in spec:
         kwargs["blob"] = Path(spec["blob_file"]).read_bytes()
+    elif "blob_text" in spec:
+        kwargs["blob"] = spec["blob_text"].encode()
     elif "tensor_file" in spec:
         kwargs["tensor"] = np.load(spec["tensor_file"])
     else:

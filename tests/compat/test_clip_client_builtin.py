@@ -27,8 +27,8 @@ TEXTS = [f"sentence number {i}: a photo of a {w}" for i, w in enumerate(
      "mountain", "city at night", "bowl of soup", "red car", "bicycle", "beach", "forest",
      "old book", "piano", "snowy road", "lighthouse", "market"]
 )]  # fmt: skip
+MANY_TEXTS = [f"request {i} of many" for i in range(300)]
 RANK_TEXTS = ["a photo of a cat", "a photo of a rocket", "a cup of coffee", "a red flower"]
-BIG_REPEATS = 3  # every PNG three times: well over 4 MiB of blobs in one request
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def servers(compat_cert: tuple[Path, Path], builtin_model: Any) -> Iterator[dict
 
 
 def big_batch_paths(photos: Photos) -> list[str]:
-    return [str(p) for p in photos.png.values()] * BIG_REPEATS
+    return [str(p) for p in photos.big_png.values()]
 
 
 def build_ops(photos: Photos) -> list[dict[str, Any]]:
@@ -75,6 +75,14 @@ def build_ops(photos: Photos) -> list[dict[str, Any]]:
         {"name": "profile", "op": "profile"},
         {"name": "profile_text", "op": "profile", "content": "hello, world"},
         {"name": "aencode", "op": "aencode", "content": TEXTS[:10], "kwargs": {"batch_size": 4}},
+        # one document per request: far more requests in flight than a stream's window
+        {"name": "many_small", "op": "encode", "content": MANY_TEXTS, "kwargs": {"batch_size": 1}},
+        # parameters.model_name makes clip-client post to /encode/<model_name>
+        {"name": "model_name", "op": "encode", "content": TEXTS[:3],
+         "kwargs": {"parameters": {"model_name": COMPAT_MODEL}}},
+        {"name": "bad_image", "op": "encode_docs", "timeout": 60, "docs": [
+            {"id": "good-doc", "text": "fine"}, {"id": "bad-doc", "blob_text": "not an image"},
+        ]},
     ]  # fmt: skip
 
 
@@ -127,6 +135,8 @@ def expected(builtin_model, photos: Photos) -> dict[str, np.ndarray]:
         ),
         "big_batch": images(big_batch_paths(photos)),
         "aencode": m.encode_texts(TEXTS[:10]),
+        "many_small": m.encode_texts(MANY_TEXTS),
+        "model_name": m.encode_texts(TEXTS[:3]),
         "rank_texts": m.encode_texts(RANK_TEXTS + ["a photo of a cat"]),
         "rank_images": images([jpeg[n] for n in ("chelsea", "coffee", "flower")]),
     }  # fmt: skip
@@ -140,8 +150,10 @@ def assert_close(actual: np.ndarray, wanted: np.ndarray, scheme: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["texts", "mixed_strings", "documents", "document_list", "big_batch", "aencode"]
-)
+    "name",
+    ["texts", "mixed_strings", "documents", "document_list", "big_batch", "aencode",
+     "many_small", "model_name"],
+)  # fmt: skip
 def test_embeddings_equal_the_model_in_process(
     run: DriverResults, expected: dict[str, np.ndarray], name: str
 ) -> None:
@@ -213,3 +225,10 @@ def test_profile_reports_real_timings(run: DriverResults, name: str) -> None:
     assert report["Roundtrip"] > 0
     assert report["Server"] >= 1  # under 1 ms the client divides by zero
     assert report["Server"] >= report["CLIP model"] >= 0
+
+
+def test_a_bad_image_fails_the_call_naming_the_document(run: DriverResults) -> None:
+    record = run["bad_image"]
+    assert not record["ok"]
+    assert record["error_type"] == "BadServer", record
+    assert "bad-doc" in record["error"]

@@ -168,7 +168,10 @@ def doc_to_json(doc: DocumentProto) -> dict[str, Any]:
     elif content == "blob":
         out["blob"] = base64.b64encode(doc.blob).decode("ascii")
     elif content == "tensor":
-        tensor = read_ndarray(doc.tensor)
+        try:
+            tensor = read_ndarray(doc.tensor)
+        except InvalidInputError:  # an invalid input tensor echoed back: leave it out
+            tensor = None
         out["tensor"] = None if tensor is None else tensor.tolist()
     for name in ("uri", "mime_type", "modality", "parent_id"):
         out[name] = getattr(doc, name) or None

@@ -47,7 +47,9 @@ def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None
         raise InvalidInputError(f"{what} dtype {dense.dtype!r} is not numeric")
     shape = tuple(int(s) for s in dense.shape)
     count = math.prod(shape)  # Python ints: a huge shape must not wrap around
-    if count * dtype.itemsize > MAX_TENSOR_BYTES:
+    # zero-sized but absurd shapes ([2**31, 0]) cost nothing here but explode in tolist()
+    spread = math.prod(max(size, 1) for size in shape)
+    if count * dtype.itemsize > MAX_TENSOR_BYTES or spread > MAX_TENSOR_BYTES:
         raise InvalidInputError(f"{what} of shape {list(shape)} is too large")
     if count * dtype.itemsize != len(dense.buffer):
         raise InvalidInputError(

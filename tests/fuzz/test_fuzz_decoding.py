@@ -7,14 +7,18 @@ a dropped stream. Example counts are bounded so the module runs in a few seconds
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from clipserve.errors import InvalidInputError
 from clipserve.wire import DataRequestProto
@@ -186,3 +190,51 @@ def test_tensor_arrays_with_any_shape_dtype_and_buffer(
         return  # protobuf itself refuses a string that is not valid UTF-8
     doc.tensor.dense.buffer = buffer
     _decode_proto(request.SerializeToString())
+
+
+# --- the service's validation path (real engine, hash model) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def service_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, Any]]:
+    from clipserve.engine import Engine
+    from clipserve.engine.metrics import Metrics
+    from clipserve.models.hashing import HashModel
+    from clipserve.server.service import EmbeddingService
+
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(CollectorRegistry())
+    engine = Engine(HashModel(), max_wait_ms=0.0, metrics=metrics)
+    loop.run_until_complete(engine.start())
+    service = EmbeddingService(engine, model_name="hash", metrics=metrics)
+    yield loop, service
+    loop.run_until_complete(engine.stop(drain_timeout=2.0))
+    loop.close()
+
+
+@settings(FUZZ, max_examples=150)
+@given(requests, st.data())
+def test_service_handles_any_decodable_request(
+    service_loop: tuple[asyncio.AbstractEventLoop, Any], body: dict[str, Any], data: st.DataObject
+) -> None:
+    """Whatever parses is either answered (one reply document per request document) or
+    refused with ``InvalidInputError``; per-document problems never escape as exceptions."""
+    loop, service = service_loop
+    try:
+        request = request_from_json(body)
+    except InvalidInputError:
+        return
+    if data.draw(st.booleans()):  # also through the binary form, bytes mutated
+        raw = bytearray(request.SerializeToString())
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+        try:
+            request = DataRequestProto.FromString(bytes(raw))
+        except DecodeError:
+            return
+    count = len(request.data.docs.docs)
+    try:
+        reply = loop.run_until_complete(service.handle(request, "fuzz"))
+    except InvalidInputError:
+        return
+    assert len(reply.data.docs.docs) == count

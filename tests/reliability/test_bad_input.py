@@ -29,7 +29,17 @@ from clipserve.wire import DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
 from clipserve.wire.ndarray import write_ndarray
 from tests.reliability import samples
-from tests.reliability.protocols import PROTOCOLS, Answer, grpc_stream, post, rss_bytes, send
+from tests.reliability.protocols import (
+    PROTOCOLS,
+    Answer,
+    answer_from_http,
+    grpc_stream,
+    post,
+    rss_bytes,
+    send,
+)
+
+PROTOBUF = "application/x-protobuf"
 
 CAT = "a photo of a cat"
 
@@ -66,6 +76,16 @@ def nan_tensor(doc_id: str) -> DocumentProto:
     return tensor_doc(doc_id, array)
 
 
+def zero_size_tensor_bomb(doc_id: str) -> DocumentProto:
+    """No bytes, but a shape of 2**31 x 0 x 3: echoing it as a JSON list once cost 2**31
+    empty lists (the fuzzer found it)."""
+    doc = DocumentProto(id=doc_id)
+    doc.tensor.dense.shape.extend([2**31, 0, 3])
+    doc.tensor.dense.dtype = "<f4"
+    doc.tensor.cls_name = "numpy"
+    return doc
+
+
 @dataclass(frozen=True)
 class BadDoc:
     make: Callable[[str], DocumentProto]
@@ -92,6 +112,7 @@ BAD_DOCS = {
     "tensor-1d": BadDoc(lambda i: tensor_doc(i, np.zeros(12, np.float32)), r"\[H, W, C\]"),
     "tensor-NaN": BadDoc(nan_tensor, "NaN"),
     "tensor-object-dtype": BadDoc(object_dtype_tensor, "not numeric", over_json=False),
+    "tensor-zero-size-bomb": BadDoc(zero_size_tensor_bomb, "too large", over_json=False),
     "empty-text": BadDoc(lambda i: DocumentProto(id=i, text=""), "no content"),
     "uri-remote": BadDoc(
         lambda i: DocumentProto(id=i, uri="http://169.254.169.254/latest/meta-data/"),
@@ -265,6 +286,15 @@ async def test_http_json_body_errors(server, body: bytes, reason: str):
     response = await post(server.urls["http"], body)
     assert response.status_code == 400
     assert re.search(reason, response.json()["error"]["message"]), response.text
+
+
+async def test_protobuf_in_json_out_with_a_zero_size_tensor_bomb(server, references):
+    body = mixed_request(zero_size_tensor_bomb("bomb")).SerializeToString()
+    response = await post(server.urls["http"], body, headers={"content-type": PROTOBUF})
+    assert response.status_code == 200
+    answer = answer_from_http("http-json", response)
+    assert answer.failed and "'bomb'" in answer.message and "too large" in answer.message
+    assert_good_docs_embedded(answer, references)
 
 
 async def test_unknown_http_path_is_a_json_404(server):

@@ -8,7 +8,7 @@ and checks every embedding in the reply against the reference for that input, so
 between clients or documents counts as an error. Server RSS is sampled every second from
 /proc/<pid>/status. Prints one table; exits 1 on any error.
 
-    python benchmarks/load_test.py [--seconds 60] [--clients 64] [--model builtin]
+    python benchmarks/load_test.py [--seconds 60] [--warmup 10] [--clients 64] [--model builtin]
 """
 
 from __future__ import annotations
@@ -227,11 +227,19 @@ class Stats:
     documents: int = 0
     requests: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    warmup_requests: int = 0
 
 
 async def client_loop(
-    number: int, protocol: str, inputs: Inputs, ports: dict[str, int], deadline: float, stats: Stats
+    number: int,
+    protocol: str,
+    inputs: Inputs,
+    ports: dict[str, int],
+    window: tuple[float, float],
+    stats: Stats,
 ) -> None:
+    """Requests until the window closes; only those started inside it are counted."""
+    counted_from, deadline = window
     rng = random.Random(number)
     keys = list(inputs.docs)
     connection = Connection(protocol, ports)
@@ -252,9 +260,12 @@ async def client_loop(
                 await connection.open()
                 continue
             ended = time.monotonic()
-            stats.latencies.append((ended, ended - started))
-            stats.requests[protocol] += 1
-            stats.documents += len(docs)
+            if started < counted_from:  # warm-up: checked below, not timed
+                stats.warmup_requests += 1
+            else:
+                stats.latencies.append((ended, ended - started))
+                stats.requests[protocol] += 1
+                stats.documents += len(docs)
             expected_ids = [f"{tag}-{i}" for i in range(len(chosen))]
             if [doc_id for doc_id, _ in docs] != expected_ids:
                 stats.errors.append(f"{protocol} {tag}: ids {[d for d, _ in docs]}")
@@ -268,8 +279,11 @@ async def client_loop(
         await connection.close()
 
 
-async def sample_rss(server: Server, deadline: float, samples: list[tuple[float, float]]) -> None:
-    while time.monotonic() < deadline:
+async def sample_rss(
+    server: Server, window: tuple[float, float], samples: list[tuple[float, float]]
+) -> None:
+    await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+    while time.monotonic() < window[1]:
         samples.append((time.monotonic(), server.rss_mib()))
         await asyncio.sleep(1.0)
 
@@ -283,17 +297,18 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
     await take_references(inputs, server.ports)
     stats = Stats()
     rss: list[tuple[float, float]] = []
-    started = time.monotonic()
+    started = time.monotonic() + args.warmup
     deadline = started + args.seconds
+    window = (started, deadline)
     clients = [
-        client_loop(n, PROTOCOLS[n % len(PROTOCOLS)], inputs, server.ports, deadline, stats)
+        client_loop(n, PROTOCOLS[n % len(PROTOCOLS)], inputs, server.ports, window, stats)
         for n in range(args.clients)
     ]
     await asyncio.wait_for(
-        asyncio.gather(sample_rss(server, deadline, rss), *clients),
-        timeout=args.seconds + REQUEST_TIMEOUT_S + 30,
+        asyncio.gather(sample_rss(server, window, rss), *clients),
+        timeout=args.warmup + args.seconds + REQUEST_TIMEOUT_S + 30,
     )
-    elapsed = time.monotonic() - started
+    elapsed = max(stats.latencies)[0] - started if stats.latencies else args.seconds
     latencies = [seconds for _, seconds in stats.latencies]
     window = min(20.0, args.seconds / 3)
     first = [mib for t, mib in rss if t - started <= window]
@@ -301,7 +316,9 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
     rows = [
         ("clients (grpc/http-json/http-proto/ws)",
          f"{args.clients} ({'/'.join(str(stats.requests[p]) for p in PROTOCOLS)} requests)"),
-        ("duration", f"{elapsed:.1f} s"),
+        ("warm-up (not counted, still checked)", f"{args.warmup:.0f} s, "
+                                                 f"{stats.warmup_requests} requests"),
+        ("measured duration", f"{elapsed:.1f} s"),
         ("requests", f"{len(latencies)} ({len(latencies) / elapsed:.1f}/s)"),
         ("documents", f"{stats.documents} ({stats.documents / elapsed:.1f}/s)"),
         ("latency p50 / p99", f"{percentile(latencies, 0.5) * 1000:.0f} ms / "
@@ -324,6 +341,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds not counted")
     parser.add_argument("--model", default="builtin")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for clipserve serve (repeatable)")  # fmt: skip

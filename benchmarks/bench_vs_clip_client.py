@@ -31,6 +31,8 @@ from tests.compat.harness import (  # noqa: E402
 )
 
 PROTOCOLS = ("grpc", "http", "websocket")
+#: (texts/s or None, embeddings or None, error, client CPU seconds or None)
+Timing = tuple[float | None, np.ndarray | None, str, float | None]
 #: (label, batch_size passed to encode; None: each client's own default)
 BATCHES = (("b64", 64), ("default", None))
 
@@ -42,7 +44,7 @@ def url_for(scheme: str, server: Any) -> str:
 
 def clip_client_round(
     python: Path, server: Any, texts: list[str], out_dir: Path
-) -> dict[tuple[str, str], tuple[float | None, np.ndarray | None, str]]:
+) -> dict[tuple[str, str], Timing]:
     """One timed run per (protocol, batch) with clip-client: (texts/s, rows, error)."""
     clients = {p: {"server": url_for(p, server)} for p in PROTOCOLS}
     ops: list[dict[str, Any]] = []
@@ -60,16 +62,15 @@ def clip_client_round(
             record = results[f"{protocol}-{label}"]
             if record["ok"]:
                 rows = results.embeddings(f"{protocol}-{label}")
-                timings[(protocol, label)] = (len(texts) / record["seconds"], rows, "")
+                rate = len(texts) / record["seconds"]
+                timings[(protocol, label)] = (rate, rows, "", record["cpu_seconds"])
             else:
                 error = f"{record['error_type']}: {record['error']}"[:300]
-                timings[(protocol, label)] = (None, None, error)
+                timings[(protocol, label)] = (None, None, error, None)
     return timings
 
 
-def ours_round(
-    server: Any, texts: list[str]
-) -> dict[tuple[str, str], tuple[float | None, np.ndarray | None, str]]:
+def ours_round(server: Any, texts: list[str]) -> dict[tuple[str, str], Timing]:
     from clipserve.client import Client
 
     timings = {}
@@ -78,9 +79,10 @@ def ours_round(
         client.encode(texts[:256], batch_size=64)  # warm-up
         for label, batch in BATCHES:
             kwargs = {"batch_size": batch} if batch else {}
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             rows = np.asarray(client.encode(texts, **kwargs))
-            timings[(protocol, label)] = (len(texts) / (time.perf_counter() - started), rows, "")
+            rate = len(texts) / (time.perf_counter() - started)
+            timings[(protocol, label)] = (rate, rows, "", time.process_time() - cpu_started)
         client.close()
     return timings
 
@@ -94,25 +96,29 @@ def main() -> None:
     python = ensure_clip_client_venv()
     theirs: dict[tuple[str, str], list[float]] = {}
     ours: dict[tuple[str, str], list[float]] = {}
+    their_cpu: dict[tuple[str, str], list[float]] = {}
+    our_cpu: dict[tuple[str, str], list[float]] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, serve_subprocess(["--model", "hash"]) as server:
         for round_index in range(args.rounds):
             their_round = clip_client_round(python, server, texts, Path(tmp) / f"r{round_index}")
             our_round = ours_round(server, texts)
-            for key, (rate, rows, error) in their_round.items():
+            for key, (rate, rows, error, cpu) in their_round.items():
                 if rate is None:
                     errors.append(f"round {round_index} clip-client {key}: {error}")
                     continue
                 theirs.setdefault(key, []).append(rate)
+                their_cpu.setdefault(key, []).append(cpu * 1000 / len(texts) * 1000)
                 # same answers from both clients
                 np.testing.assert_allclose(our_round[key][1], rows, atol=1e-6)
-            for key, (rate, _, _) in our_round.items():
+            for key, (rate, _, _, cpu) in our_round.items():
                 ours.setdefault(key, []).append(rate)
+                our_cpu.setdefault(key, []).append(cpu * 1000 / len(texts) * 1000)
 
     print(f"\nclip-client 0.8.3 vs clipserve client: {args.texts} short texts, hash-model server,")
     print(f"median of {args.rounds} alternating rounds (texts/s)")
     header = f"{'protocol':<10} {'batch (theirs / ours)':<22} {'clip-client':>11} {'ours':>8}"
-    print(f"{header} {'ratio':>7}")
+    print(f"{header} {'ratio':>7}   client CPU ms/1k texts: theirs  ours")
     worst = float("inf")
     for protocol in PROTOCOLS:
         for label, shown in (("b64", "64 / 64"), ("default", "8 / 128 (defaults)")):
@@ -122,11 +128,14 @@ def main() -> None:
                 continue
             ratio = median(our_rates) / median(their_rates)
             worst = min(worst, ratio)
+            key = (protocol, label)
+            cpu = f"{median(their_cpu[key]):>6.0f} {median(our_cpu[key]):>5.0f}"
             print(
                 f"{protocol:<10} {shown:<22} {median(their_rates):>11.0f} "
-                f"{median(our_rates):>8.0f} {ratio:>6.2f}x"
+                f"{median(our_rates):>8.0f} {ratio:>6.2f}x   {'':>23}{cpu}"
             )
     print(f"lowest ratio: {worst:.2f}x (target >= 1.5x on every protocol)")
+    print("(client CPU: process CPU time of each client process during the timed encode)")
     for error in errors:
         print("clip-client failure:", error)
 

@@ -8,7 +8,7 @@ Usage: python driver.py JOB.json, where the job is
               "client": key, "timeout": seconds, ...op arguments}]}
 Each op runs in turn (in a worker thread, so a hung op is reported instead of blocking the
 rest) and appends one JSON line to out_dir/results.jsonl: name, ok, error_type, error,
-seconds, plus op-specific fields. Embeddings go to out_dir/<name>.npy.
+seconds, cpu_seconds, plus op-specific fields. Embeddings go to out_dir/<name>.npy.
 """
 
 from __future__ import annotations
@@ -151,11 +151,12 @@ def run_op(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             box["exc"] = exc
             box["trace"] = traceback.format_exc(limit=6)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
     worker.join(op.get("timeout", 120))
     record["seconds"] = time.perf_counter() - started
+    record["cpu_seconds"] = time.process_time() - cpu_started  # the whole client process
     if worker.is_alive():
         record.update(error_type="Timeout", error=f"no result after {op.get('timeout', 120)} s")
     elif "exc" in box:

@@ -13,6 +13,7 @@ from clipserve.wire.clipserve_wire_pb2 import NdArrayProto
 # Only plain numeric dtypes travel; object/void/string dtypes are refused before parsing.
 _ALLOWED_KINDS = frozenset("biuf")
 MAX_TENSOR_BYTES = 256 * 1024 * 1024
+MAX_EMPTY_SPREAD = 65536  # a zero-sized array may not have more "rows" than this
 # "<f4", "|u1", "float32", "uint8", ...: what numpy's dtype.str and dtype names look like
 _DTYPE_TEXT = re.compile(r"[<>|=]?[biuf]\d{1,2}|bool|(u?int|float)\d{1,3}")
 
@@ -47,9 +48,9 @@ def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None
         raise InvalidInputError(f"{what} dtype {dense.dtype!r} is not numeric")
     shape = tuple(int(s) for s in dense.shape)
     count = math.prod(shape)  # Python ints: a huge shape must not wrap around
-    # zero-sized but absurd shapes ([2**31, 0]) cost nothing here but explode in tolist()
+    # zero-sized but absurd shapes ([2**28, 0]) cost nothing here but explode in tolist()
     spread = math.prod(max(size, 1) for size in shape)
-    if count * dtype.itemsize > MAX_TENSOR_BYTES or spread > MAX_TENSOR_BYTES:
+    if count * dtype.itemsize > MAX_TENSOR_BYTES or (count == 0 and spread > MAX_EMPTY_SPREAD):
         raise InvalidInputError(f"{what} of shape {list(shape)} is too large")
     if count * dtype.itemsize != len(dense.buffer):
         raise InvalidInputError(

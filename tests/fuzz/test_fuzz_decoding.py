@@ -238,3 +238,16 @@ def test_service_handles_any_decodable_request(
     except InvalidInputError:
         return
     assert len(reply.data.docs.docs) == count
+
+
+@pytest.mark.parametrize("shape", [[2**28, 0], [0, 2**31], [2**31, 0, 3], [70000, 0]])
+def test_zero_sized_tensors_with_huge_dimensions_are_refused(shape: list[int]) -> None:
+    """Found by the fuzzer: no bytes at all, yet echoing [2**28, 0] as JSON built 2**28
+    lists (gigabytes) in the server."""
+    request = new_request([])
+    doc = request.data.docs.docs.add(id="z")
+    doc.tensor.dense.shape.extend(shape)
+    doc.tensor.dense.dtype = "<f4"
+    with pytest.raises(InvalidInputError, match="too large"):
+        read_ndarray(doc.tensor)
+    assert request_to_json(request)["data"][0]["tensor"] is None

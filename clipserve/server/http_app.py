@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -132,9 +133,28 @@ def _data_route(
             return _error_response(exc)
         if PROTOBUF in request.headers.get("accept", ""):
             return Response(reply.SerializeToString(), media_type=PROTOBUF)
-        return JSONResponse(request_to_json(reply))
+        return _json_reply(request_to_json(reply))
 
     return route
+
+
+def _json_reply(body: dict[str, Any]) -> Response:
+    """JSON has no NaN/Infinity: a failed document's echoed tensor may hold them, so on
+    that rare path non-finite numbers are written as null instead of failing the reply."""
+    try:
+        return JSONResponse(body)
+    except ValueError:
+        return JSONResponse(_finite(body))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    return value
 
 
 async def _parse(body: bytes, content_type: str) -> DataRequestProto:
@@ -268,6 +288,8 @@ def _post(summary: str) -> dict[str, Any]:
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.2",
     "info": {"title": "clipserve", "version": "1"},
+    # tells clipserve's own client that protobuf bodies (application/x-protobuf) work here
+    "x-clipserve": {"protobuf": True},
     "paths": {
         "/post": _post("Any endpoint, named by execEndpoint in the body (default /)"),
         "/encode": _post("Embed texts and images"),

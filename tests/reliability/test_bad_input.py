@@ -152,18 +152,8 @@ def json_ready(protocol: str, case: BadDoc) -> None:
 # --- documents that fail alone --------------------------------------------------------------
 
 
-NAN_OVER_JSON_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="known bug (front-ends): the JSON reply echoes the NaN tensor and Starlette's "
-    "JSONResponse refuses NaN, so the whole request gets a bare 500",
-)
 BAD_DOC_PARAMS = [
-    pytest.param(
-        case,
-        protocol,
-        id=f"{case}-{protocol}",
-        marks=[NAN_OVER_JSON_BUG] if (case, protocol) == ("tensor-NaN", "http-json") else [],
-    )
+    pytest.param(case, protocol, id=f"{case}-{protocol}")
     for case in BAD_DOCS
     for protocol in PROTOCOLS
 ]

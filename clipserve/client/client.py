@@ -51,7 +51,7 @@ def credential_token(credential: Mapping[str, Any] | str | None) -> str | None:
 class Client:
     """A CLIP-as-service client over gRPC, HTTP or WebSocket (and their TLS forms).
 
-    ``Client("grpc://127.0.0.1:51000")``; see ``docs/client.md`` for every option."""
+    ``Client("grpc://127.0.0.1:51000")``; see the Client section of README.md for every option."""
 
     def __init__(
         self,

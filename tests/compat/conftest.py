@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.compat.harness import ensure_clip_client_venv, make_self_signed_cert
+from tests.compat.harness import ensure_clip_client_venv
+from tests.conftest import TlsPair
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +21,9 @@ def clip_client_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def compat_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(cert, key) of a self-signed certificate valid for 127.0.0.1 and localhost."""
-    return make_self_signed_cert(tmp_path_factory.mktemp("compat-tls"))
+def compat_cert(tls_pair: TlsPair) -> tuple[Path, Path]:
+    """(cert, key) of the session's self-signed certificate (127.0.0.1 and localhost)."""
+    return tls_pair.cert, tls_pair.key
 
 
 @dataclass
@@ -71,7 +72,10 @@ COMPAT_MODEL = os.environ.get("CLIPSERVE_COMPAT_MODEL", "builtin")
 
 
 @pytest.fixture(scope="session")
-def builtin_model():
+def builtin_model(builtin_model):
+    """The session's shared built-in model (tests/conftest.py), unless overridden."""
+    if COMPAT_MODEL == "builtin":
+        return builtin_model
     from clipserve.models.registry import load_model
 
     return load_model(COMPAT_MODEL)

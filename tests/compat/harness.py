@@ -42,20 +42,6 @@ def ensure_clip_client_venv(timeout: float = 900.0) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
-def make_self_signed_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1 (it is its own CA)."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )  # fmt: skip
-    return cert, key
-
-
 def driver_env(ca_file: Path | None = None) -> dict[str, str]:
     """Environment for the clip-client process: no version check, loopback without proxies,
     and, for TLS, the self-signed certificate as the only trusted root (gRPC reads

@@ -9,18 +9,7 @@ from skimage import data as skimage_data
 
 from clipserve.engine import Metrics
 from clipserve.models.base import EmbeddingModel
-from clipserve.models.registry import load_model
-from tests.engine.helpers import WrappedModel, png_bytes, shared_builtin_model
-
-
-@pytest.fixture(scope="session")
-def hash_model() -> EmbeddingModel:
-    return load_model("hash")
-
-
-@pytest.fixture(scope="session")
-def builtin_model() -> EmbeddingModel:
-    return shared_builtin_model()
+from tests.engine.helpers import WrappedModel, png_bytes
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ marker texts, so the engine's behaviour can be observed without sleeps."""
 
 from __future__ import annotations
 
-import functools
 import io
 import threading
 from collections.abc import Sequence
@@ -13,7 +12,6 @@ import numpy as np
 from PIL import Image
 
 from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.registry import load_model
 
 BLOCK = "<block>"
 FAIL = "<fail>"
@@ -62,9 +60,3 @@ def png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@functools.cache
-def shared_builtin_model() -> EmbeddingModel:
-    """The built-in model, loaded once per test session (loading takes seconds)."""
-    return load_model()

@@ -14,25 +14,14 @@ from skimage import data as skimage_data
 from clipserve.engine import Engine, Metrics
 from clipserve.errors import InputRefusedError, InvalidInputError, OverloadedError
 from clipserve.models.base import EmbeddingModel
-from clipserve.models.registry import load_model
 from clipserve.server.limits import Limits
 from clipserve.server.service import EmbeddingService
 from clipserve.wire import DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import is_error, new_request
 from clipserve.wire.ndarray import read_ndarray, write_ndarray
-from tests.engine.helpers import BLOCK, WrappedModel, png_bytes, shared_builtin_model
+from tests.engine.helpers import BLOCK, WrappedModel, png_bytes
 
 LIMITS = Limits(max_docs_per_request=64, max_text_chars=1000, max_image_bytes=2_000_000)
-
-
-@pytest.fixture(scope="module")
-def hash_model() -> EmbeddingModel:
-    return load_model("hash")
-
-
-@pytest.fixture(scope="module")
-def builtin_model() -> EmbeddingModel:
-    return shared_builtin_model()
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,47 @@ def bench_images(streams: int, per_stream: int, batch: int, workers: int, thread
     print(f"server request latency p50 {percentile(latencies, 50):.0f} ms")
 
 
+def texts_request(start: int, size: int) -> DataRequestProto:
+    docs = [
+        DocumentProto(id=f"t{start + i}", text=f"a photo of thing number {start + i} on a table")
+        for i in range(size)
+    ]
+    return new_request(docs, "/encode", {"drop_image_content": True})
+
+
+def bench_texts(streams: int, per_stream: int, batch: int, threads: int) -> None:
+    """(c) end-to-end texts: the same sentences through the server vs `encode_texts` of the
+    model layer in-process, in batches of the same size."""
+    flags = ["--model", "builtin", "--protocols", "grpc"]
+    with serve_subprocess(flags, env=thread_env(threads)) as server:
+        served, latencies = asyncio.run(
+            fixed_work(
+                server.grpc_port,
+                streams,
+                per_stream,
+                lambda start: texts_request(start, batch),
+                batch,
+                warmup=texts_request(0, 1),
+            )
+        )
+    model = load_builtin_model(threads)
+    total = streams * per_stream * batch
+    texts = [
+        doc.text for k in range(0, total, batch) for doc in texts_request(k, batch).data.docs.docs
+    ]
+    model.encode_texts(texts[:batch])
+    started = time.perf_counter()
+    for k in range(0, total, batch):
+        model.encode_texts(texts[k : k + batch])
+    layer = total / (time.perf_counter() - started)
+    print(f"\n(c) end-to-end texts: {total} sentences in requests of {batch}; {streams} streams")
+    print(f"{'path':<40} {'texts/s':>9} {'server / it':>12}")
+    print(f"{'through the server (gRPC, subprocess)':<40} {served:>9.1f}")
+    print(f"{'model layer in-process (sequential)':<40} {layer:>9.1f} {served / layer:>11.2f}x")
+    print("target: server / model-only >= 0.85")
+    print(f"server request latency p50 {percentile(latencies, 50):.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -291,7 +332,9 @@ def main() -> None:
         help="torch intra-op threads, same for server and in-process (1 is steadiest on a "
         "shared 2-core machine)",
     )
-    parser.add_argument("--only", choices=["batching", "images"], default=None)
+    parser.add_argument("--text-requests", type=int, default=20, help="text requests per stream")
+    parser.add_argument("--text-batch", type=int, default=64, help="sentences per request")
+    parser.add_argument("--only", choices=["batching", "images", "texts"], default=None)
     args = parser.parse_args()
     # Before torch is imported here: OpenMP reads it once, for every thread (the
     # preprocessing workers included), as it does in the server subprocesses.
@@ -300,6 +343,8 @@ def main() -> None:
         bench_batching(args.clients, args.seconds, args.threads)
     if args.only in (None, "images"):
         bench_images(args.streams, args.requests, args.batch, args.workers, args.threads)
+    if args.only in (None, "texts"):
+        bench_texts(args.streams, args.text_requests, args.text_batch, args.threads)
 
 
 if __name__ == "__main__":

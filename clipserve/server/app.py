@@ -35,6 +35,7 @@ from clipserve.server.startup import (
     in_daemon_thread,
     limits_from,
     load_configured_model,
+    replica_devices,
     uri_policy_from,
     write_port_file,
 )
@@ -66,6 +67,7 @@ class ClipServer:
         self.metrics = metrics or METRICS
         self.model = model
         self._owns_model = model is None
+        self._replicas: list[EmbeddingModel] = []
         self.engine: Engine | None = None
         self.service: Any = None
         self.grpc: GrpcFrontend | None = None
@@ -119,10 +121,22 @@ class ClipServer:
         await in_daemon_thread(model.warmup)
         log.info("clipserve: model %s loaded (dim %d, backend %s)", model.name, model.dim,
                  model.backend)  # fmt: skip
+        # replicas are real model copies (one per listed device) when the server loads the
+        # model itself; an injected model is shared by the replicas' inference threads
+        replicas: EmbeddingModel | list[EmbeddingModel] = model
+        if self._owns_model and config.replicas > 1:
+            self._replicas = [model]
+            for device in replica_devices(config)[1:]:
+                copy = await in_daemon_thread(load_configured_model, config, device)
+                await in_daemon_thread(copy.warmup)
+                self._replicas.append(copy)
+            replicas = self._replicas
+            log.info("clipserve: %d model replicas on %s", len(self._replicas),
+                     ", ".join(replica_devices(config)))  # fmt: skip
         from clipserve.server.service import EmbeddingService
 
         self.engine = Engine(
-            model,
+            replicas,
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             max_queue_items=config.max_queue_items,
@@ -202,6 +216,8 @@ class ClipServer:
         if self.engine is not None:
             await self.engine.stop(drain_timeout=grace)
         if self.model is not None and self._owns_model:
+            for owned in self._replicas[1:]:
+                await asyncio.to_thread(owned.close)
             await asyncio.to_thread(self.model.close)
 
     async def _stop_http(self, grace: float) -> None:

@@ -19,11 +19,21 @@ from clipserve.server.config import ServerConfig
 T = TypeVar("T")
 
 
-def load_configured_model(config: ServerConfig) -> EmbeddingModel:
+def replica_devices(config: ServerConfig) -> list[str]:
+    """The device of each replica: ``--device cuda:0,cuda:1`` spreads replicas over the
+    listed devices in turn; a single device hosts every replica."""
+    devices = [d.strip() for d in config.device.split(",") if d.strip()] or ["cpu"]
+    return [devices[index % len(devices)] for index in range(max(1, config.replicas))]
+
+
+def load_configured_model(config: ServerConfig, device: str | None = None) -> EmbeddingModel:
     from clipserve.models.registry import load_model
 
     return load_model(
-        config.model, backend=config.backend, device=config.device, cache_dir=config.cache_dir
+        config.model,
+        backend=config.backend,
+        device=device or replica_devices(config)[0],
+        cache_dir=config.cache_dir,
     )
 
 

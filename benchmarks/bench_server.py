@@ -243,18 +243,15 @@ async def engine_images(
 def bench_images(streams: int, per_stream: int, batch: int, workers: int, threads: int) -> None:
     photos = load_photos()
     blobs = [blob for blob, _ in photos]
-    flags = ["--model", "builtin", "--protocols", "grpc", "--preprocess-workers", str(workers)]
-    with serve_subprocess(flags, env=thread_env(threads)) as server:
-        served, latencies = asyncio.run(
-            fixed_work(
-                server.grpc_port,
-                streams,
-                per_stream,
-                lambda start: image_request(photos, start, batch),
-                batch,
-                warmup=image_request(photos, 0, 1),
-            )
-        )
+    served, latencies = served_fixed_work(
+        ["--preprocess-workers", str(workers)],
+        threads,
+        streams,
+        per_stream,
+        lambda start: image_request(photos, start, batch),
+        batch,
+        warmup=image_request(photos, 0, 1),
+    )
     model = load_builtin_model(threads)
     layer = model_layer_images(model, blobs, batch, streams * per_stream, workers)
     engine = asyncio.run(engine_images(model, blobs, batch, per_stream, workers, streams))
@@ -276,34 +273,49 @@ def bench_images(streams: int, per_stream: int, batch: int, workers: int, thread
     print(f"server request latency p50 {percentile(latencies, 50):.0f} ms")
 
 
+def sentence(index: int) -> str:
+    return f"a photo of thing number {index} on a table"
+
+
 def texts_request(start: int, size: int) -> DataRequestProto:
-    docs = [
-        DocumentProto(id=f"t{start + i}", text=f"a photo of thing number {start + i} on a table")
-        for i in range(size)
-    ]
+    docs = [DocumentProto(id=f"t{start + i}", text=sentence(start + i)) for i in range(size)]
     return new_request(docs, "/encode", {"drop_image_content": True})
+
+
+def served_fixed_work(
+    extra_flags: list[str],
+    threads: int,
+    streams: int,
+    per_stream: int,
+    make_request: Callable[[int], DataRequestProto],
+    docs_per_request: int,
+    warmup: DataRequestProto,
+) -> tuple[float, list[float]]:
+    """`fixed_work` against a fresh `clipserve serve` subprocess on the built-in model."""
+    flags = ["--model", "builtin", "--protocols", "grpc", *extra_flags]
+    with serve_subprocess(flags, env=thread_env(threads)) as server:
+        return asyncio.run(
+            fixed_work(
+                server.grpc_port, streams, per_stream, make_request, docs_per_request, warmup
+            )
+        )
 
 
 def bench_texts(streams: int, per_stream: int, batch: int, threads: int) -> None:
     """(c) end-to-end texts: the same sentences through the server vs `encode_texts` of the
     model layer in-process, in batches of the same size."""
-    flags = ["--model", "builtin", "--protocols", "grpc"]
-    with serve_subprocess(flags, env=thread_env(threads)) as server:
-        served, latencies = asyncio.run(
-            fixed_work(
-                server.grpc_port,
-                streams,
-                per_stream,
-                lambda start: texts_request(start, batch),
-                batch,
-                warmup=texts_request(0, 1),
-            )
-        )
+    served, latencies = served_fixed_work(
+        [],
+        threads,
+        streams,
+        per_stream,
+        lambda start: texts_request(start, batch),
+        batch,
+        warmup=texts_request(0, 1),
+    )
     model = load_builtin_model(threads)
     total = streams * per_stream * batch
-    texts = [
-        doc.text for k in range(0, total, batch) for doc in texts_request(k, batch).data.docs.docs
-    ]
+    texts = [sentence(i) for i in range(total)]
     model.encode_texts(texts[:batch])
     started = time.perf_counter()
     for k in range(0, total, batch):

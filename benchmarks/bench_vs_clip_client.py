@@ -8,6 +8,7 @@ rounds (the machine is shared, so load drifts) and the median per cell is report
 timed run follows a warm-up, and both clients must return the same embeddings.
 
     python benchmarks/bench_vs_clip_client.py [--texts 10000] [--rounds 3]
+        [--protocols grpc,websocket]
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ def url_for(scheme: str, server: Any) -> str:
 
 
 def clip_client_round(
-    python: Path, server: Any, texts: list[str], out_dir: Path
+    python: Path, server: Any, texts: list[str], out_dir: Path, protocols: list[str]
 ) -> dict[tuple[str, str], Timing]:
     """One timed run per (protocol, batch) with clip-client: (texts/s, rows, error)."""
-    clients = {p: {"server": url_for(p, server)} for p in PROTOCOLS}
+    clients = {p: {"server": url_for(p, server)} for p in protocols}
     ops: list[dict[str, Any]] = []
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         ops.append({"name": f"{protocol}-warmup", "op": "encode", "client": protocol,
                     "content": texts[:256], "kwargs": {"batch_size": 64}})  # fmt: skip
         for label, batch in BATCHES:
@@ -57,7 +58,7 @@ def clip_client_round(
                         "content": texts, "kwargs": kwargs, "timeout": 600})  # fmt: skip
     results = run_driver(python, clients, ops, out_dir, timeout=3600)
     timings = {}
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         for label, _ in BATCHES:
             record = results[f"{protocol}-{label}"]
             if record["ok"]:
@@ -70,11 +71,13 @@ def clip_client_round(
     return timings
 
 
-def ours_round(server: Any, texts: list[str]) -> dict[tuple[str, str], Timing]:
+def ours_round(
+    server: Any, texts: list[str], protocols: list[str]
+) -> dict[tuple[str, str], Timing]:
     from clipserve.client import Client
 
     timings = {}
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         client = Client(url_for(protocol, server))
         client.encode(texts[:256], batch_size=64)  # warm-up
         for label, batch in BATCHES:
@@ -91,7 +94,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; median kept")
+    parser.add_argument(
+        "--protocols",
+        default=",".join(PROTOCOLS),
+        help="comma-separated subset of " + "/".join(PROTOCOLS),
+    )
     args = parser.parse_args()
+    protocols = [p for p in args.protocols.split(",") if p]
+    if unknown := set(protocols) - set(PROTOCOLS):
+        parser.error(f"unknown protocols: {sorted(unknown)}")
     texts = [f"short text number {i}" for i in range(args.texts)]
     python = ensure_clip_client_venv()
     theirs: dict[tuple[str, str], list[float]] = {}
@@ -101,8 +112,10 @@ def main() -> None:
     errors: list[str] = []
     with tempfile.TemporaryDirectory() as tmp, serve_subprocess(["--model", "hash"]) as server:
         for round_index in range(args.rounds):
-            their_round = clip_client_round(python, server, texts, Path(tmp) / f"r{round_index}")
-            our_round = ours_round(server, texts)
+            their_round = clip_client_round(
+                python, server, texts, Path(tmp) / f"r{round_index}", protocols
+            )
+            our_round = ours_round(server, texts, protocols)
             for key, (rate, rows, error, cpu) in their_round.items():
                 if rate is None:
                     errors.append(f"round {round_index} clip-client {key}: {error}")
@@ -120,7 +133,7 @@ def main() -> None:
     header = f"{'protocol':<10} {'batch (theirs / ours)':<22} {'clip-client':>11} {'ours':>8}"
     print(f"{header} {'ratio':>7}   client CPU ms/1k texts: theirs  ours")
     worst = float("inf")
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         for label, shown in (("b64", "64 / 64"), ("default", "8 / 128 (defaults)")):
             their_rates, our_rates = theirs.get((protocol, label)), ours[(protocol, label)]
             if not their_rates:

@@ -1,9 +1,11 @@
-"""A bounded queue of pending items and the rule that turns it into batches.
+"""A bounded queue of pending work and the rule that turns it into batches.
 
-Each queued item owns a future its caller awaits. ``next_batch`` waits for a first live
-item, then collects more until the batch is full or ``max_wait`` has passed since that
-first item. Items whose caller went away (future cancelled) are dropped here, before any
-compute is spent on them.
+Work arrives in groups: one caller's inputs of one modality, sharing one future that
+carries all their outcomes (one future per call, not per item, keeps the per-item cost
+low). ``next_batch`` waits for a first live group, then takes spans of groups (oldest
+first; a group may be split across batches and a batch may hold many groups) until the
+batch is full or ``max_wait`` has passed since its first item. Groups whose caller went
+away (future cancelled) are dropped here, before any compute is spent on them.
 """
 
 from __future__ import annotations
@@ -12,21 +14,45 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
-@dataclass(slots=True)
-class Pending(Generic[T]):
-    """One queued item and the future that will carry its outcome."""
+@dataclass(slots=True, eq=False)
+class Group:
+    """One caller's inputs of one modality, and the one future for all their outcomes.
 
-    item: T
+    ``outcomes[i]`` stays None until input ``i`` is answered; ``remaining`` counts the
+    unanswered ones. The engine resolves ``future`` with ``outcomes`` when it reaches 0.
+    """
+
+    inputs: list[Any]
     future: asyncio.Future = field(repr=False)
+    outcomes: list[Any] = field(init=False, repr=False)
+    remaining: int = field(init=False)
+    taken: int = 0  # inputs already handed to batches
+
+    def __post_init__(self) -> None:
+        self.outcomes = [None] * len(self.inputs)
+        self.remaining = len(self.inputs)
 
 
-class BatchQueue(Generic[T]):
-    """FIFO of pending items for one modality; batches by size and time."""
+@dataclass(slots=True, eq=False)
+class Span:
+    """``group.inputs[start:stop]``: the part of a group that went into one batch."""
+
+    group: Group
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def inputs(self) -> list[Any]:
+        return self.group.inputs[self.start : self.stop]
+
+
+class BatchQueue:
+    """FIFO of pending groups for one modality; batches by item count and time."""
 
     def __init__(
         self,
@@ -40,54 +66,71 @@ class BatchQueue(Generic[T]):
             raise ValueError("max_wait must be >= 0")
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self._items: deque[Pending[T]] = deque()
+        self._groups: deque[Group] = deque()
+        self._size = 0  # queued inputs not yet in a batch
         self._not_empty = asyncio.Event()
         self._on_depth_change = on_depth_change
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Inputs queued and not yet in a batch (a cancelled caller's count until skipped)."""
+        return self._size
 
-    def put(self, pending: Pending[T]) -> None:
-        self._items.append(pending)
+    def put(self, group: Group) -> None:
+        self._groups.append(group)
+        self._size += len(group.inputs) - group.taken
         self._not_empty.set()
         self._depth_changed()
 
-    def drain(self) -> list[Pending[T]]:
+    def drain(self) -> list[Span]:
         """Take everything still queued (used when stopping)."""
-        items = list(self._items)
-        self._items.clear()
+        spans = [Span(g, g.taken, len(g.inputs)) for g in self._groups]
+        self._groups.clear()
+        self._size = 0
         self._not_empty.clear()
         self._depth_changed()
-        return items
+        return spans
 
-    async def next_batch(self) -> list[Pending[T]]:
-        """Wait for the next batch: 1..max_batch_size live items, oldest first."""
+    async def next_batch(self) -> list[Span]:
+        """Wait for the next batch: spans of live groups, 1..max_batch_size inputs in all."""
         loop = asyncio.get_running_loop()
-        batch: list[Pending[T]] = []
-        while not batch:
+        batch: list[Span] = []
+        count = 0
+        while not count:
             await self._wait_not_empty(None)
-            self._take_into(batch)
+            count = self._take_into(batch, count)
         deadline = loop.time() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            if self._items:
-                self._take_into(batch)
+        while count < self.max_batch_size:
+            if self._groups:
+                count = self._take_into(batch, count)
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0 or not await self._wait_not_empty(remaining):
                 break
         return batch
 
-    def _take_into(self, batch: list[Pending[T]]) -> None:
-        while self._items and len(batch) < self.max_batch_size:
-            pending = self._items.popleft()
-            if not pending.future.done():  # cancelled callers are dropped here
-                batch.append(pending)
-        if not self._items:
+    def _take_into(self, batch: list[Span], count: int) -> int:
+        groups = self._groups
+        while groups and count < self.max_batch_size:
+            group = groups[0]
+            left = len(group.inputs) - group.taken
+            if group.future.done():  # cancelled callers are dropped here
+                groups.popleft()
+                self._size -= left
+                continue
+            take = min(left, self.max_batch_size - count)
+            batch.append(Span(group, group.taken, group.taken + take))
+            group.taken += take
+            self._size -= take
+            count += take
+            if take == left:
+                groups.popleft()
+        if not groups:
             self._not_empty.clear()
         self._depth_changed()
+        return count
 
     async def _wait_not_empty(self, timeout: float | None) -> bool:
-        if self._items:
+        if self._groups:
             return True
         self._not_empty.clear()
         try:  # wait_for (not asyncio.timeout) keeps Python 3.10 working
@@ -98,4 +141,4 @@ class BatchQueue(Generic[T]):
 
     def _depth_changed(self) -> None:
         if self._on_depth_change is not None:
-            self._on_depth_change(len(self._items))
+            self._on_depth_change(self._size)

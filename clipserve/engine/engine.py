@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from clipserve.engine.batcher import BatchQueue, Pending
+from clipserve.engine.batcher import BatchQueue, Group, Span
 from clipserve.engine.items import ImageItem, Item, Modality, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import (
@@ -111,7 +111,8 @@ class Engine:
         self._outstanding = dict.fromkeys(MODALITIES, 0)
         self._idle: asyncio.Event | None = None
         self._stopped = asyncio.Event()
-        self._queues: dict[Modality, BatchQueue[Item]] = {}
+        self._queues: dict[Modality, BatchQueue] = {}
+        self._item_counters: dict[tuple[Modality, str], Any] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._free: asyncio.Queue[_Replica] | None = None
@@ -169,9 +170,9 @@ class Engine:
         for task in self._loops:
             task.cancel()
         gone = ServerUnavailableError("the engine stopped before this item was processed")
-        for queue in self._queues.values():
-            for pending in queue.drain():
-                _resolve(pending, gone)
+        for modality, queue in self._queues.items():
+            for span in queue.drain():
+                self._fail_unanswered(modality, span, gone)
         for task in list(self._batches):
             task.cancel()
         await asyncio.gather(*self._loops, *self._batches, return_exceptions=True)
@@ -197,55 +198,131 @@ class Engine:
         Raises ``OverloadedError`` (nothing queued) when the queue cannot take the call,
         and ``ServerUnavailableError`` when the engine is not running.
         """
-        if self._state != "running":
-            state = "not started" if self._state == "new" else self._state
-            raise ServerUnavailableError(f"the engine is {state}; it takes no new work")
+        self._check_running()
         items = list(items)
-        counts = dict.fromkeys(MODALITIES, 0)
-        for item in items:
-            if not isinstance(item, (TextItem, ImageItem)):
+        texts: list[str] = []
+        images: list[bytes | np.ndarray] = []
+        image_positions: list[int] = []
+        for position, item in enumerate(items):
+            if type(item) is TextItem:
+                texts.append(item.text)
+            elif isinstance(item, ImageItem):
+                images.append(item.source)
+                image_positions.append(position)
+            elif isinstance(item, TextItem):
+                texts.append(item.text)
+            else:
                 raise InvalidInputError(
                     f"cannot encode {type(item).__name__}; use TextItem/ImageItem"
                 )
-            counts[item.modality] += 1
-        for modality, count in counts.items():
-            if count > self.max_queue_items:  # can never fit: say so, still as overload
-                raise OverloadedError(
-                    f"one call has {count} {modality} items, more than the queue holds "
-                    f"({self.max_queue_items}); split it"
-                )
-            if count and self._outstanding[modality] + count > self.max_queue_items:
-                raise OverloadedError(
-                    f"the {modality} queue is full ({self._outstanding[modality]} of "
-                    f"{self.max_queue_items} items pending); retry later"
-                )
-        if not items:
-            return []
+        self._admit("text", len(texts))
+        self._admit("image", len(images))
+        if not images:
+            return await self._submit({"text": texts}) if texts else []
+        if not texts:
+            return await self._submit({"image": images})
+        text_outcomes, image_outcomes = await self._submit({"text": texts, "image": images})
+        outcomes: list[Outcome] = []
+        text_iter, image_iter = iter(text_outcomes), iter(image_outcomes)
+        next_image = 0
+        for position in range(len(items)):
+            if next_image < len(image_positions) and image_positions[next_image] == position:
+                outcomes.append(next(image_iter))
+                next_image += 1
+            else:
+                outcomes.append(next(text_iter))
+        return outcomes
+
+    async def encode_texts(self, texts: Sequence[str]) -> list[Outcome]:
+        """``encode`` for plain sentences, without an item object per sentence."""
+        self._check_running()
+        texts = list(texts)
+        self._admit("text", len(texts))
+        return await self._submit({"text": texts}) if texts else []
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            state = "not started" if self._state == "new" else self._state
+            raise ServerUnavailableError(f"the engine is {state}; it takes no new work")
+
+    def _admit(self, modality: Modality, count: int) -> None:
+        """Refuse (nothing queued) a call whose ``count`` items the queue cannot take."""
+        if count > self.max_queue_items:  # can never fit: say so, still as overload
+            raise OverloadedError(
+                f"one call has {count} {modality} items, more than the queue holds "
+                f"({self.max_queue_items}); split it"
+            )
+        if count and self._outstanding[modality] + count > self.max_queue_items:
+            raise OverloadedError(
+                f"the {modality} queue is full ({self._outstanding[modality]} of "
+                f"{self.max_queue_items} items pending); retry later"
+            )
+
+    async def _submit(self, inputs: dict[Modality, list[Any]]) -> Any:
+        """Queue one group per modality (all admitted first); their outcome lists, in
+        ``inputs`` order (one list when there is one modality)."""
         loop = asyncio.get_running_loop()
         assert self._idle is not None
         self._idle.clear()
-        futures: list[asyncio.Future[Outcome]] = []
-        for item in items:
-            future: asyncio.Future[Outcome] = loop.create_future()
-            future.add_done_callback(self._done_callback(item.modality))
-            self._outstanding[item.modality] += 1
-            self._queues[item.modality].put(Pending(item, future))
-            futures.append(future)
+        groups: list[Group] = []
+        for modality, values in inputs.items():
+            group = Group(values, loop.create_future())
+            group.future.add_done_callback(self._cancel_callback(modality, group))
+            self._outstanding[modality] += len(values)
+            self._queues[modality].put(group)
+            groups.append(group)
         try:
-            return list(await asyncio.gather(*futures))
+            if len(groups) == 1:
+                return await groups[0].future
+            return await asyncio.gather(*(group.future for group in groups))
         finally:
-            for future in futures:  # the caller went away: drop what is not done
-                future.cancel()
+            for group in groups:  # the caller went away: drop what is not done
+                group.future.cancel()
 
-    def _done_callback(self, modality: Modality) -> Callable[[asyncio.Future[Outcome]], None]:
-        def done(future: asyncio.Future[Outcome]) -> None:
-            self._outstanding[modality] -= 1
-            outcome = "cancelled" if future.cancelled() else _outcome_label(future.result())
-            self.metrics.items.labels(modality, outcome).inc()
-            if not any(self._outstanding.values()) and self._idle is not None:
-                self._idle.set()
+    def _cancel_callback(
+        self, modality: Modality, group: Group
+    ) -> Callable[[asyncio.Future[Any]], None]:
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() and group.remaining:  # its unanswered items: cancelled
+                self._count(modality, "cancelled", group.remaining)
+                group.remaining = 0
 
         return done
+
+    def _count(self, modality: Modality, outcome: str, count: int) -> None:
+        """``count`` items of ``modality`` got ``outcome``: metrics, queue room, idleness."""
+        counter = self._item_counters.get((modality, outcome))
+        if counter is None:
+            counter = self.metrics.items.labels(modality, outcome)
+            self._item_counters[(modality, outcome)] = counter
+        counter.inc(count)
+        self._outstanding[modality] -= count
+        if self._idle is not None and not any(self._outstanding.values()):
+            self._idle.set()
+
+    def _deliver(self, modality: Modality, span: Span, outcomes: list[Outcome]) -> None:
+        """Answer ``span`` (whose items are all unanswered) with ``outcomes``."""
+        group = span.group
+        if group.future.done():  # the caller left; its items were counted as cancelled
+            return
+        group.outcomes[span.start : span.stop] = outcomes
+        group.remaining -= len(outcomes)
+        if outcomes and isinstance(outcomes[0], np.ndarray):
+            self._count(modality, "ok", len(outcomes))
+        else:
+            for outcome in outcomes:
+                self._count(modality, _outcome_label(outcome), 1)
+        if not group.remaining:
+            group.future.set_result(group.outcomes)
+
+    def _fail_unanswered(self, modality: Modality, span: Span, error: ClipServeError) -> None:
+        """Answer whatever in ``span`` has no outcome yet with ``error``."""
+        group = span.group
+        if group.future.done():
+            return
+        for index in range(span.start, span.stop):
+            if group.outcomes[index] is None:
+                self._deliver(modality, Span(group, index, index + 1), [error])
 
     # ---- the pipeline -----------------------------------------------------------------
 
@@ -268,7 +345,7 @@ class Engine:
 
             task.add_done_callback(finished)
 
-    async def _run_batch(self, modality: Modality, batch: list[Pending[Item]]) -> None:
+    async def _run_batch(self, modality: Modality, batch: list[Span]) -> None:
         live = batch
         try:
             if modality == "text":
@@ -277,22 +354,28 @@ class Engine:
                 live, inputs = await self._prepare_images(batch)
             if not live:
                 return
-            embeddings = await self._forward(modality, inputs, len(live))
-            for pending, row in zip(live, embeddings, strict=True):
-                _resolve(pending, row)
+            count = sum(len(span) for span in live)
+            embeddings = await self._forward(modality, inputs, count)
+            offset = 0
+            for span in live:
+                rows = embeddings[offset : offset + len(span)]
+                offset += len(span)
+                self._deliver(modality, span, list(rows))
         except ClipServeError as exc:
-            for pending in live:
-                _resolve(pending, exc)
+            for span in live:
+                self._fail_unanswered(modality, span, exc)
         except Exception as exc:  # the model raised: this batch fails, the engine goes on
-            error = ModelError(f"{modality} batch of {len(live)} failed: {_describe(exc)}")
-            for pending in live:
-                _resolve(pending, error)
+            count = sum(len(span) for span in live)
+            error = ModelError(f"{modality} batch of {count} failed: {_describe(exc)}")
+            for span in live:
+                self._fail_unanswered(modality, span, error)
         finally:  # exactly one outcome, even when cancelled at stop()
-            for pending in batch:
-                _resolve(pending, ServerUnavailableError("the engine stopped mid-batch"))
+            stopped = ServerUnavailableError("the engine stopped mid-batch")
+            for span in batch:
+                self._fail_unanswered(modality, span, stopped)
 
-    async def _prepare_texts(self, batch: list[Pending[Item]]) -> Any:
-        texts = [pending.item.text for pending in batch]  # type: ignore[union-attr]
+    async def _prepare_texts(self, batch: list[Span]) -> Any:
+        texts = batch[0].inputs() if len(batch) == 1 else [t for s in batch for t in s.inputs()]
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, self.model.prepare_texts, texts)
@@ -301,27 +384,25 @@ class Engine:
         except Exception as exc:
             raise ModelError(f"text preprocessing failed: {_describe(exc)}") from exc
 
-    async def _prepare_images(
-        self, batch: list[Pending[Item]]
-    ) -> tuple[list[Pending[Item]], np.ndarray | None]:
+    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], np.ndarray | None]:
         loop = asyncio.get_running_loop()
         prepare = self.model.prepare_image
+        singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
         jobs = [
-            loop.run_in_executor(self._pool, prepare, pending.item.source)  # type: ignore[union-attr]
-            for pending in batch
+            loop.run_in_executor(self._pool, prepare, single.group.inputs[single.start])
+            for single in singles
         ]
         results = await asyncio.gather(*jobs, return_exceptions=True)
-        live: list[Pending[Item]] = []
+        live: list[Span] = []
         arrays: list[np.ndarray] = []
-        for pending, result in zip(batch, results, strict=True):
+        for single, result in zip(singles, results, strict=True):
             if isinstance(result, ClipServeError):
-                _resolve(pending, result)
+                self._deliver("image", single, [result])
             elif isinstance(result, BaseException):
-                _resolve(
-                    pending, InvalidInputError(f"image could not be read: {_describe(result)}")
-                )
-            elif not pending.future.done():  # skip callers that left while we decoded
-                live.append(pending)
+                error = InvalidInputError(f"image could not be read: {_describe(result)}")
+                self._deliver("image", single, [error])
+            elif not single.group.future.done():  # skip callers that left while we decoded
+                live.append(single)
                 arrays.append(result)
         if not live:
             return live, None
@@ -345,19 +426,13 @@ class Engine:
         self.metrics.forward_latency.labels(modality).observe(time.perf_counter() - started)
         self.metrics.batch_size.labels(modality).observe(count)
         self.stats[modality].record(count)
-        embeddings = np.asarray(output, dtype=np.float32)
+        # a private copy: the rows handed out are views of it, never of the model's buffer
+        embeddings = np.array(output, dtype=np.float32, copy=True)
         if embeddings.ndim != 2 or embeddings.shape[0] != count:
             raise ModelError(
                 f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
             )
         return embeddings
-
-
-def _resolve(pending: Pending[Item], outcome: Outcome) -> None:
-    if not pending.future.done():
-        if isinstance(outcome, np.ndarray):
-            outcome = outcome.copy()
-        pending.future.set_result(outcome)
 
 
 def _outcome_label(outcome: Outcome) -> str:

@@ -47,7 +47,7 @@ from clipserve.wire.messages import (
     parameters_of,
     set_error,
 )
-from clipserve.wire.ndarray import read_ndarray, write_ndarray
+from clipserve.wire.ndarray import EmbeddingWriter, read_ndarray, write_ndarray
 
 ENDPOINTS = ("/encode", "/", "/rank")
 OPENAI_ENDPOINT = "/v1/embeddings"
@@ -61,8 +61,16 @@ _PARAMETER_TYPES: dict[str, type] = {
     "traversal_paths": str,
 }
 
-Prepared = Item | ClipServeError
+#: a document ready for the engine: a text (``str``), an item, or the error it already has
+Prepared = str | Item | ClipServeError
 Outcome = np.ndarray | ClipServeError
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """An image the document names by ``uri`` only: fetched under the URI policy."""
+
+    uri: str
 
 
 @dataclass(frozen=True)
@@ -185,12 +193,14 @@ class EmbeddingService:
         prepared = await self._prepare(docs, empty_as_text=empty_as_text)
         outcomes, span = await self._encode(prepared)
         failures = []
+        writer = EmbeddingWriter()
         for index, (doc, outcome) in enumerate(zip(docs, outcomes, strict=True)):
             if isinstance(outcome, ClipServeError):
                 failures.append((_doc_label(doc, index), outcome))
             else:
-                write_ndarray(outcome.astype(np.float32, copy=False), doc.embedding)
-            if options.drop_image_content:
+                writer.write(outcome, doc.embedding)
+        if options.drop_image_content:
+            for doc in docs:
                 _drop_image_content(doc)
         return failures, span
 
@@ -228,14 +238,18 @@ class EmbeddingService:
     ) -> list[Prepared]:
         prepared: list[Prepared] = []
         fetches: dict[int, str] = {}
+        max_chars = self.limits.max_text_chars
         for index, doc in enumerate(docs):
+            if doc.WhichOneof("content") == "text" and (text := doc.text):  # the common case
+                prepared.append(text[:max_chars])
+                continue
             try:
                 item = self._item_for(doc, empty_as_text)
             except InvalidInputError as exc:
                 prepared.append(exc)
                 continue
-            if isinstance(item, str):
-                fetches[index] = item
+            if isinstance(item, _Fetch):
+                fetches[index] = item.uri
                 prepared.append(InvalidInputError("uri was not fetched"))  # replaced below
             else:
                 prepared.append(item)
@@ -245,7 +259,7 @@ class EmbeddingService:
                 prepared[index] = result
         return prepared
 
-    def _item_for(self, doc: DocumentProto, empty_as_text: bool) -> Item | str:
+    def _item_for(self, doc: DocumentProto, empty_as_text: bool) -> Item | _Fetch:
         """A document -> an engine item, or its uri when the image must be fetched."""
         kind = doc_kind(doc)
         if kind == "text":
@@ -269,7 +283,7 @@ class EmbeddingService:
                 return ImageItem(array)
             if not doc.uri:
                 raise InvalidInputError("image tensor is set but holds no array")
-        return doc.uri
+        return _Fetch(doc.uri)
 
     async def _image_from_uri(self, uri: str) -> Prepared:
         """Fetch an image named by ``uri`` under the URI policy (data: URIs always work)."""
@@ -298,10 +312,18 @@ class EmbeddingService:
             )
 
     async def _encode(self, prepared: list[Prepared]) -> tuple[list[Outcome], tuple[int, int]]:
-        """One engine call for every item; errors already known pass through in place."""
-        items = [p for p in prepared if not isinstance(p, ClipServeError)]
+        """One engine call for every item (a ``str`` is a text); errors already known pass
+        through in place."""
         start = now_ns()
-        results = iter(await self.engine.encode(items) if items else [])
+        if all(type(p) is str for p in prepared):  # texts only: no item object per text
+            outcomes: list[Outcome] = await self.engine.encode_texts(prepared) if prepared else []
+            return outcomes, (start, now_ns())
+        items = [
+            TextItem(p) if type(p) is str else p
+            for p in prepared
+            if not isinstance(p, ClipServeError)
+        ]
+        results = iter(await self.engine.encode(items) if items else [])  # type: ignore[arg-type]
         end = now_ns()
         outcomes = [p if isinstance(p, ClipServeError) else next(results) for p in prepared]
         return outcomes, (start, end)

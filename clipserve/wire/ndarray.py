@@ -28,6 +28,30 @@ def write_ndarray(array: np.ndarray, out: NdArrayProto) -> None:
     out.cls_name = "numpy"
 
 
+class EmbeddingWriter:
+    """``write_ndarray`` for many float32 vectors: the fields every vector of one shape
+    shares are built once and copied, so each write only sets the buffer."""
+
+    def __init__(self) -> None:
+        self._templates: dict[tuple[int, ...], NdArrayProto] = {}
+
+    def write(self, array: np.ndarray, out: NdArrayProto) -> None:
+        """Fill ``out`` with ``array`` as float32, exactly as ``write_ndarray`` would."""
+        if array.dtype != np.float32:
+            array = array.astype(np.float32)
+        if out.ByteSize():  # something is already there (kept by write_ndarray): rare
+            write_ndarray(array, out)
+            return
+        template = self._templates.get(array.shape)
+        if template is None:
+            template = NdArrayProto()
+            write_ndarray(np.empty(array.shape, np.float32), template)
+            template.dense.buffer = b""
+            self._templates[array.shape] = template
+        out.CopyFrom(template)
+        out.dense.buffer = array.tobytes()
+
+
 def read_ndarray(proto: NdArrayProto, what: str = "tensor") -> np.ndarray | None:
     """A dense NdArrayProto -> array (None when unset). Raises ``InvalidInputError``."""
     kind = proto.WhichOneof("content")

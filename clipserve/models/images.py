@@ -7,6 +7,7 @@ each way an image can be broken into an ``InvalidInputError`` with a readable re
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 import numpy as np
@@ -41,11 +42,11 @@ def decode_image(
             image.load()
     except InvalidInputError:
         raise
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
+    except UnidentifiedImageError as exc:
+        raise InvalidInputError(
+            f"not a readable image: unknown image format (starts with {_magic(data)})"
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidInputError(f"not a readable image: {_short(exc)}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise InvalidInputError(f"corrupt or truncated image: {_short(exc)}") from exc
@@ -119,6 +120,19 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+#: Python object reprs Pillow puts in its messages, e.g. ``<_io.BytesIO object at 0x7f...>``
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """Pillow's reason, without object addresses, at most 200 characters."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _magic(data: bytes) -> str:
+    """The first bytes, for telling a PDF, HTML page or text file from a damaged image."""
+    head = data[:8]
+    if all(32 <= byte < 127 for byte in head):
+        return repr(head.decode("ascii"))
+    return "0x" + head.hex()

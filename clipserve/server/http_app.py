@@ -14,12 +14,13 @@ Errors are JSON with a non-2xx status (table in ``errors_map``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,6 +41,7 @@ from clipserve.wire.json_codec import loads, request_from_json, request_to_json
 from clipserve.wire.messages import endpoint_of
 
 log = logging.getLogger("clipserve.server")
+T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
@@ -49,6 +51,10 @@ _THREAD_PARSE_BYTES = 512 * 1024
 
 class BodyTooLargeError(InputRefusedError):
     """The request body is above the configured limit."""
+
+
+class ClientDisconnectedError(Exception):
+    """The HTTP client went away before its reply; its work was cancelled."""
 
 
 @dataclass
@@ -128,7 +134,11 @@ def _data_route(
         if path_endpoint and endpoint_of(data_request) != path_endpoint:
             data_request.header.exec_endpoint = path_endpoint
         try:
-            reply = await state.dispatcher.answer(data_request, "http")
+            reply = await _unless_disconnected(
+                request, state.dispatcher.answer(data_request, "http")
+            )
+        except ClientDisconnectedError:
+            return Response(status_code=499)  # nobody reads it: uvicorn drops it
         except Exception as exc:
             return _error_response(exc)
         if PROTOBUF in request.headers.get("accept", ""):
@@ -178,7 +188,9 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
             body = loads(await _read_body(request, state.max_body_bytes))
-            reply = await state.service.embed_openai(body)
+            reply = await _unless_disconnected(request, state.service.embed_openai(body))
+        except ClientDisconnectedError:
+            return Response(status_code=499)
         except Exception as exc:
             return _error_response(exc)
         return JSONResponse(reply)
@@ -234,6 +246,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLargeError(f"request body is above the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first: then cancel it (which drops its
+    queued engine items, as for gRPC and WebSocket) and raise ``ClientDisconnectedError``.
+
+    Starlette does not cancel a handler when its client goes away, so once the body is
+    read, a watcher waits on the ASGI ``receive`` channel, whose next message is
+    ``http.disconnect`` when the connection closes."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientDisconnectedError("the client disconnected before its reply")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has disconnected (never for a client that waits)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _error_response(exc: Exception) -> Response:

@@ -44,7 +44,7 @@ from clipserve.wire.messages import (
     doc_kind,
     endpoint_of,
     now_ns,
-    parameters_of,
+    parameters_named,
     set_error,
 )
 from clipserve.wire.ndarray import EmbeddingWriter, read_ndarray, write_ndarray
@@ -162,7 +162,7 @@ class EmbeddingService:
         return docs
 
     def _options(self, request: DataRequestProto) -> RequestOptions:
-        parameters = parameters_of(request)
+        parameters = parameters_named(request, _PARAMETER_TYPES)
         for key, value in parameters.items():
             expected = _PARAMETER_TYPES.get(key)
             if expected is not None and not isinstance(value, expected):
@@ -199,9 +199,10 @@ class EmbeddingService:
                 failures.append((_doc_label(doc, index), outcome))
             else:
                 writer.write(outcome, doc.embedding)
-        if options.drop_image_content:
-            for doc in docs:
-                _drop_image_content(doc)
+        if options.drop_image_content:  # a text document has no image content to drop
+            for doc, ready in zip(docs, prepared, strict=True):
+                if type(ready) is not str:
+                    _drop_image_content(doc)
         return failures, span
 
     async def _rank(

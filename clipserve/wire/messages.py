@@ -51,6 +51,16 @@ def parameters_of(request: DataRequestProto) -> dict[str, Any]:
     return json_format.MessageToDict(request.parameters) if request.HasField("parameters") else {}
 
 
+def parameters_named(request: DataRequestProto, names: Iterable[str]) -> dict[str, Any]:
+    """``parameters_of`` restricted to ``names`` (in the request's order), converting only
+    those values: the cheap way to read the few parameters a server acts on."""
+    if not request.HasField("parameters"):
+        return {}
+    fields = request.parameters.fields
+    wanted = set(names)
+    return {key: json_format.MessageToDict(fields[key]) for key in fields if key in wanted}
+
+
 def endpoint_of(request: DataRequestProto) -> str:
     """The endpoint without a ``/<model_name>`` suffix (``/encode/ViT-B-32`` -> ``/encode``)."""
     endpoint = request.header.exec_endpoint if request.header.HasField("exec_endpoint") else "/"

@@ -292,15 +292,21 @@ def contiguous_embeddings(reply: DataRequestProto, ids: list[str]) -> np.ndarray
     dtype, shape = first.dtype, list(first.shape)
     if len(shape) != 1 or not dtype or np.dtype(dtype).kind != "f":
         return None
+    row_bytes = shape[0] * np.dtype(dtype).itemsize
     buffers = []
     for doc, doc_id in zip(docs, ids, strict=True):
         dense = doc.embedding.dense
-        if doc.id != doc_id or dense.dtype != dtype or list(dense.shape) != shape:
+        buffer = dense.buffer
+        if (
+            len(buffer) != row_bytes
+            or doc.id != doc_id
+            or dense.dtype != dtype
+            or len(dense.shape) != 1
+            or dense.shape[0] != shape[0]
+        ):
             return None
-        buffers.append(dense.buffer)
+        buffers.append(buffer)
     data = b"".join(buffers)
-    if len(data) != len(ids) * shape[0] * np.dtype(dtype).itemsize:
-        return None
     return np.frombuffer(data, dtype=dtype).reshape(len(ids), shape[0]).astype(np.float32)
 
 

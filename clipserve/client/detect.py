@@ -21,6 +21,7 @@ Everything else is a **sentence**: ``"see file.png"``, ``"hello.world"``, ``"I l
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 StringKind = Literal["text", "image"]
@@ -29,6 +30,7 @@ _EXTENSIONS = "jpg jpeg jpe jfif png apng gif bmp dib webp tif tiff ico ppm pgm 
 _EXTENSIONS += " heic heif jp2 j2k pcx icns eps dds psd qoi"
 IMAGE_EXTENSIONS = frozenset("." + ext for ext in _EXTENSIONS.split())
 _MAX_PATH_CHARS = 4096
+_WHITESPACE = re.compile(r"\s")  # for str patterns: exactly what str.isspace() accepts
 
 
 def classify_string(text: str) -> StringKind:
@@ -67,4 +69,4 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _has_space(text: str) -> bool:
-    return any(ch.isspace() for ch in text)
+    return _WHITESPACE.search(text) is not None

@@ -147,3 +147,9 @@ def test_credentials() -> None:
     assert credential_token(None) is None
     with pytest.raises(ValueError):
         credential_token({"user": "x"})
+
+
+def test_any_unicode_whitespace_makes_a_missing_image_name_a_sentence() -> None:
+    for space in (" ", "\t", "\u00a0", "\u2003", "\u3000", "\x1c"):
+        assert classify_string(f"no{space}such{space}file.png") == "text", repr(space)
+    assert classify_string("no_such_file.png") == "image"

@@ -288,6 +288,10 @@ async def sample_rss(
         await asyncio.sleep(1.0)
 
 
+def _rss_summary(samples: list[float]) -> str:
+    return f"{statistics.fmean(samples):.0f} MiB ({min(samples):.0f}-{max(samples):.0f})"
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
@@ -324,9 +328,12 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
         ("latency p50 / p99", f"{percentile(latencies, 0.5) * 1000:.0f} ms / "
                               f"{percentile(latencies, 0.99) * 1000:.0f} ms"),
         ("errors (failures + mismatches)", str(len(stats.errors))),
-        (f"server RSS first {window:.0f} s (mean)", f"{statistics.fmean(first):.0f} MiB"),
-        (f"server RSS last {window:.0f} s (mean)", f"{statistics.fmean(last):.0f} MiB"),
-        ("server RSS growth", f"{statistics.fmean(last) - statistics.fmean(first):+.0f} MiB"),
+        (f"server RSS first {window:.0f} s (mean, min-max)", _rss_summary(first)),
+        (f"server RSS last {window:.0f} s (mean, min-max)", _rss_summary(last)),
+        ("server RSS growth (mean last - mean first)",
+         f"{statistics.fmean(last) - statistics.fmean(first):+.0f} MiB"),
+        ("server RSS every 10 s", " ".join(f"{mib:.0f}" for _, mib in rss[::10]) + " MiB"),
+        ("load average 1/5 min at the end", "{:.2f} / {:.2f}".format(*os.getloadavg()[:2])),
     ]  # fmt: skip
     print(f"\nload test: model {args.model}, {os.cpu_count()} CPUs, loopback")
     print("| metric | value |\n|---|---|")

@@ -67,6 +67,7 @@ class MiniLMTextEncoder:
             str(self.model_dir), local_files_only=True, add_pooling_layer=False
         )
         self._model.eval()
+        use_native_gelu(self._model)
         self._network = MeanPooledSentenceEncoder(self._model).eval()
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
@@ -117,6 +118,30 @@ class MiniLMTextEncoder:
             chunk = order[start : start + batch_size]
             result[chunk] = self.encode(self.tokenize([texts[index] for index in chunk]))
         return result
+
+
+class NativeGelu(torch.nn.Module):
+    """Exact (erf) GELU computed by torch's own CPU kernel instead of oneDNN.
+
+    torch hands a contiguous float GELU to oneDNN, which compiles and caches a kernel per
+    input shape; text batches come in [N, L] shapes without end (and evict the image tower's
+    cached kernels), so memory kept growing under mixed load. On a transposed view torch
+    uses its native kernel: same function (results differ by ~1e-7), no per-shape state,
+    same speed. ONNX export still sees a plain GELU.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export() or x.dim() < 2:
+            return torch.nn.functional.gelu(x)
+        return torch.nn.functional.gelu(x.transpose(-1, -2)).transpose(-1, -2)
+
+
+def use_native_gelu(bert: torch.nn.Module) -> None:
+    """Swap each encoder layer's GELU for ``NativeGelu`` (same function, see there)."""
+    if getattr(bert.config, "hidden_act", None) != "gelu":
+        return  # another activation: leave the model as it is
+    for layer in bert.encoder.layer:
+        layer.intermediate.intermediate_act_fn = NativeGelu()
 
 
 class MeanPooledSentenceEncoder(torch.nn.Module):

@@ -51,3 +51,13 @@ def test_dim_is_checked() -> None:
     assert HashModel(8).name == "hash::8"
     with pytest.raises(ValueError):
         HashModel(0)
+
+
+def test_a_row_never_depends_on_its_batch() -> None:
+    model = HashModel()
+    texts = [f"sentence number {i}" for i in range(97)]
+    whole = model.encode_texts(texts)
+    alone = np.stack([model.encode_texts([text])[0] for text in texts])
+    shuffled = model.encode_texts(texts[::-1])[::-1]
+    assert np.array_equal(whole, alone) and np.array_equal(whole, shuffled)
+    assert len({row.tobytes() for row in whole}) == len(texts)

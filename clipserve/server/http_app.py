@@ -261,15 +261,17 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
-        raise
-    finally:
         watcher.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        raise ClientDisconnectedError("the client disconnected before its reply")
-    return task.result()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    if watcher.exception() is not None:  # could not watch: just wait for the work
+        return await task
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise ClientDisconnectedError("the client disconnected before its reply")
 
 
 async def _disconnected(request: Request) -> None:

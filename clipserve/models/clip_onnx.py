@@ -31,6 +31,7 @@ TEXT_FILE = "text.onnx"
 VISION_FILE = "vision.onnx"
 OPSET = 18
 THREADS_ENV = "CLIPSERVE_THREADS"
+SPIN_ENV = "CLIPSERVE_ORT_SPIN"
 
 
 def is_onnx_directory(path: Path) -> bool:
@@ -222,9 +223,7 @@ def _session_setup(device: str, threads: int | None) -> tuple[Any, list[str]]:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or configured_threads() or physical_cores()
     options.inter_op_num_threads = 1
-    # idle inference threads sleep instead of spinning, leaving the cores to preprocessing
-    # workers and other processes between batches
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", ort_spinning())
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     available = ort.get_available_providers()
     providers = ["CPUExecutionProvider"]
@@ -252,6 +251,16 @@ def configured_threads() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def ort_spinning() -> str:
+    """``$CLIPSERVE_ORT_SPIN``: "1" (default, onnxruntime's own) lets idle inference threads
+    spin briefly for the next parallel section, which is faster on a dedicated machine;
+    "0" makes them sleep, leaving the cores to other processes on a shared one."""
+    value = os.environ.get(SPIN_ENV, "1").strip() or "1"
+    if value not in ("0", "1"):
+        raise ValueError(f"{SPIN_ENV} must be 0 or 1, got {value!r}")
+    return value
 
 
 def physical_cores() -> int:

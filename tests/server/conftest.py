@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.app import RunningServer, loopback_config, running_server
-from clipserve.wire import DataRequestProto, DocumentProto
+from clipserve.wire import WS_SUBPROTOCOL, DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
 
 CORS_ORIGIN = "https://app.example.com"
@@ -83,3 +85,21 @@ def image_request(request_id: str, photos: dict[str, bytes]) -> DataRequestProto
         for name, data in photos.items()
     ]
     return new_request(docs, request_id=request_id)
+
+
+async def ws_exchange(url: str, frames: list[bytes | str], **connect) -> tuple[list, int | None]:
+    """Send the frames (until the server closes), then read replies until it closes;
+    returns (replies, close code)."""
+    replies = []
+    async with websockets.connect(url, subprotocols=[WS_SUBPROTOCOL], **connect) as ws:
+        for frame in frames:
+            try:
+                await ws.send(frame)
+            except ConnectionClosed:
+                break
+        try:
+            async for message in ws:
+                replies.append(DataRequestProto.FromString(message))
+        except ConnectionClosed:
+            pass
+        return replies, ws.close_code

@@ -11,12 +11,11 @@ import httpx
 import pytest
 import websockets
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from websockets.exceptions import ConnectionClosed
 
 from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire import GRPC_METHOD, WS_END_OF_INPUT, DataRequestProto, StatusProto
 from tests.conftest import TlsPair
-from tests.server.conftest import text_request
+from tests.server.conftest import text_request, ws_exchange
 
 TOKEN = "s3cret-token"
 
@@ -140,31 +139,17 @@ def test_protected_health_over_http(guarded_server):
 # ---- WebSocket --------------------------------------------------------------------------
 
 
-async def ws_exchange(url: str, tls_pair: TlsPair, first: list, **connect) -> tuple[list, int]:
+async def wss_exchange(url: str, tls_pair: TlsPair, first: list, **connect) -> tuple[list, int]:
     frames = [*first, text_request("w", "hello").SerializeToString(), WS_END_OF_INPUT]
-    replies = []
-    async with websockets.connect(
-        url, subprotocols=["bytes"], ssl=client_context(tls_pair), **connect
-    ) as ws:
-        for frame in frames:
-            try:
-                await ws.send(frame)
-            except ConnectionClosed:
-                break
-        try:
-            async for message in ws:
-                replies.append(DataRequestProto.FromString(message))
-        except ConnectionClosed:
-            pass
-        return replies, ws.close_code
+    return await ws_exchange(url, frames, ssl=client_context(tls_pair), **connect)
 
 
 async def test_wss_with_token_header_or_first_frame(secure_server, tls_pair):
     url = secure_server.urls["wss"]
     header = {"additional_headers": {"Authorization": TOKEN}}
-    replies, code = await ws_exchange(url, tls_pair, [], **header)
+    replies, code = await wss_exchange(url, tls_pair, [], **header)
     assert code == 1000 and replies[0].header.status.code == StatusProto.SUCCESS
-    replies, code = await ws_exchange(url, tls_pair, [json.dumps({"authorization": TOKEN})])
+    replies, code = await wss_exchange(url, tls_pair, [json.dumps({"authorization": TOKEN})])
     assert code == 1000 and replies[0].header.request_id == "w"
 
 
@@ -177,7 +162,7 @@ async def test_wss_with_token_header_or_first_frame(secure_server, tls_pair):
     ],
 )
 async def test_wss_refuses_missing_or_wrong_token(secure_server, tls_pair, first, connect):
-    replies, code = await ws_exchange(secure_server.urls["wss"], tls_pair, first, **connect)
+    replies, code = await wss_exchange(secure_server.urls["wss"], tls_pair, first, **connect)
     assert (replies, code) == ([], 1008)
 
 

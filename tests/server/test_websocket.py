@@ -17,22 +17,8 @@ from tests.server.conftest import (
     image_request,
     stoppable_server,
     text_request,
+    ws_exchange,
 )
-
-
-async def exchange(url: str, frames: list[bytes | str], **connect) -> tuple[list, int | None]:
-    """Send every frame, then read replies until the server closes; (replies, close code)."""
-    replies = []
-    async with websockets.connect(url, subprotocols=["bytes"], **connect) as ws:
-        assert ws.subprotocol == "bytes"
-        for frame in frames:
-            await ws.send(frame)
-        try:
-            async for message in ws:
-                replies.append(DataRequestProto.FromString(message))
-        except ConnectionClosed:
-            pass
-        return replies, ws.close_code
 
 
 async def test_frames_in_replies_out_then_close_1000(hash_server, hash_model, jpeg_photos):
@@ -40,7 +26,7 @@ async def test_frames_in_replies_out_then_close_1000(hash_server, hash_model, jp
     requests.append(image_request("img", {"chelsea": jpeg_photos["chelsea"]}))
     frames = [r.SerializeToString() for r in requests] + [WS_END_OF_INPUT]
 
-    replies, code = await exchange(hash_server.urls["websocket"] + "/", frames)
+    replies, code = await ws_exchange(hash_server.urls["websocket"] + "/", frames)
 
     assert code == 1000
     assert sorted(r.header.request_id for r in replies) == sorted(
@@ -53,13 +39,13 @@ async def test_frames_in_replies_out_then_close_1000(hash_server, hash_model, jp
 
 
 async def test_end_of_input_alone_closes_at_once(hash_server):
-    replies, code = await exchange(hash_server.urls["websocket"], [WS_END_OF_INPUT])
+    replies, code = await ws_exchange(hash_server.urls["websocket"], [WS_END_OF_INPUT])
     assert (replies, code) == ([], 1000)
 
 
 async def test_request_errors_are_error_replies(hash_server, tight_server):
     bad = text_request("bad", "x", endpoint="/nope")
-    replies, code = await exchange(
+    replies, code = await ws_exchange(
         hash_server.urls["websocket"], [bad.SerializeToString(), WS_END_OF_INPUT]
     )
     assert code == 1000
@@ -67,7 +53,7 @@ async def test_request_errors_are_error_replies(hash_server, tight_server):
     assert "unknown endpoint" in replies[0].header.status.description
 
     frames = [filling_request("fill"), text_request("one-more", "no room")]
-    replies, code = await exchange(
+    replies, code = await ws_exchange(
         tight_server.urls["websocket"], [f.SerializeToString() for f in frames] + [WS_END_OF_INPUT]
     )
     assert code == 1000
@@ -83,15 +69,17 @@ async def test_malformed_frames(hash_server):
     header_only.header.request_id = "broken"
     damaged = header_only.SerializeToString() + b"\x22\xff\xff\xff\x0f\x01"
     good = text_request("good", "fine").SerializeToString()
-    replies, code = await exchange(hash_server.urls["websocket"], [damaged, good, WS_END_OF_INPUT])
+    replies, code = await ws_exchange(
+        hash_server.urls["websocket"], [damaged, good, WS_END_OF_INPUT]
+    )
     by_id = {r.header.request_id: r.header.status for r in replies}
     assert by_id["broken"].code == StatusProto.ERROR
     assert by_id["good"].code == StatusProto.SUCCESS
     assert code == 1000
 
-    replies, code = await exchange(hash_server.urls["websocket"], [b"\xff\xff\xff"])
+    replies, code = await ws_exchange(hash_server.urls["websocket"], [b"\xff\xff\xff"])
     assert (replies, code) == ([], 1007)
-    replies, code = await exchange(hash_server.urls["websocket"], ["a text frame"])
+    replies, code = await ws_exchange(hash_server.urls["websocket"], ["a text frame"])
     assert (replies, code) == ([], 1003)
 
 
@@ -104,7 +92,7 @@ async def test_builtin_model_over_websocket_matches_in_process(
         image_request("i", {photo: jpeg_photos[photo]}).SerializeToString(),
         WS_END_OF_INPUT,
     ]
-    replies, code = await exchange(builtin_server.urls["websocket"], frames, max_size=None)
+    replies, code = await ws_exchange(builtin_server.urls["websocket"], frames, max_size=None)
     assert code == 1000
     by_doc = {d.id: read_ndarray(d.embedding) for r in replies for d in r.data.docs.docs}
     expected_text = builtin_model.encode_texts(["a rocket launch"])[0]
@@ -126,3 +114,15 @@ async def test_shutdown_answers_in_flight_requests_then_closes_1001(hash_model):
     assert reply.header.request_id == "late"
     assert reply.header.status.code == StatusProto.SUCCESS
     assert ws.close_code == 1001
+
+
+async def test_no_per_message_deflate_even_when_offered(hash_server):
+    # the websockets client offers permessage-deflate by default, as aiohttp (clip-client) does
+    async with websockets.connect(hash_server.urls["websocket"], subprotocols=["bytes"]) as ws:
+        assert ws.subprotocol == "bytes"
+        assert "permessage-deflate" not in (
+            ws.response.headers.get("Sec-WebSocket-Extensions") or ""
+        )
+        await ws.send(text_request("d", "plain frames").SerializeToString())
+        reply = DataRequestProto.FromString(await ws.recv())
+    assert reply.header.status.code == StatusProto.SUCCESS

@@ -3,15 +3,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,47 +13,12 @@ import pytest
 from clipserve import Client
 from clipserve.errors import ServerUnavailableError
 from clipserve.models.hashing import HashModel
-
-
-class ServerProcess:
-    """``clipserve serve --model hash`` as a subprocess on loopback (killed by PID)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.proc: subprocess.Popen | None = None
-        self.ports = {"grpc": 0, "http": 0}
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        port_file = self.folder / f"ports-{self.starts}.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clipserve", "serve", "--model", "hash",
-             "--host", "127.0.0.1", "--grpc-port", str(self.ports["grpc"]),
-             "--http-port", str(self.ports["http"]), "--port-file", str(port_file),
-             "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the clipserve subprocess did not start")
-            time.sleep(0.05)
-        self.ports = json.loads(port_file.read_text())
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def url(self, scheme: str) -> str:
-        port = self.ports["grpc" if scheme == "grpc" else "http"]
-        return f"{scheme}://127.0.0.1:{port}"
+from tests.server_process import HashServerProcess
 
 
 @pytest.fixture
-def server(tmp_path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path)
+def server(tmp_path) -> Iterator[HashServerProcess]:
+    process = HashServerProcess(tmp_path)
     process.start()
     yield process
     process.kill()

@@ -13,9 +13,6 @@ import contextlib
 import gc
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +35,7 @@ from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
 from tests.reliability.protocols import rss_bytes, send
+from tests.server_process import HashServerProcess
 
 FAIL = "<inject model failure>"
 
@@ -101,37 +99,10 @@ async def wait_until(condition: Any, timeout: float, what: str) -> float:
 # --- a killed server: the client fails fast --------------------------------------------------
 
 
-class ServerProcess:
-    """``clipserve serve --model hash`` on loopback as a subprocess (killed by PID)."""
-
-    def __init__(self, folder: Path) -> None:
-        port_file = folder / "ports.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clipserve", "serve", "--model", "hash",
-             "--host", "127.0.0.1", "--grpc-port", "0", "--http-port", "0",
-             "--port-file", str(port_file), "--log-level", "warning"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("the clipserve subprocess did not start")
-            time.sleep(0.05)
-        self.ports = json.loads(port_file.read_text())
-
-    def url(self, scheme: str) -> str:
-        return f"{scheme}://127.0.0.1:{self.ports['grpc' if scheme == 'grpc' else 'http']}"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path)
+def server_process(tmp_path: Path) -> Iterator[HashServerProcess]:
+    process = HashServerProcess(tmp_path)
+    process.start()
     yield process
     process.kill()
 

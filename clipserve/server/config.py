@@ -51,7 +51,9 @@ class ServerConfig:
     cors: tuple[str, ...] = ()
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
-    max_queue_items: int = 4096
+    #: a stock clip-client keeps up to 100 requests in flight over HTTP: 6,400 items at its
+    #: common batch size of 64, 12,800 at 128; the queue takes one such client whole
+    max_queue_items: int = 16384
     replicas: int = 1
     preprocess_workers: int = 2
     grpc_max_message_mb: int = 256

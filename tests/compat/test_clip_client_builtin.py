@@ -232,3 +232,20 @@ def test_a_bad_image_fails_the_call_naming_the_document(run: DriverResults) -> N
     assert not record["ok"]
     assert record["error_type"] == "BadServer", record
     assert "bad-doc" in record["error"]
+
+
+def test_one_client_at_batch_64_over_http_is_never_refused(
+    servers: dict[str, Any], clip_client_python: Path, builtin_model: Any, tmp_path: Path
+) -> None:
+    # clip-client posts up to 100 requests at once over HTTP: at batch 64 that is 6,400
+    # texts queued against a CPU model, which the server must take rather than refuse
+    texts = [f"queued sentence {i}" for i in range(7000)]
+    op = {"name": "many_at_64", "op": "encode", "content": texts, "timeout": 240,
+          "kwargs": {"batch_size": 64}}  # fmt: skip
+    server = f"http://127.0.0.1:{servers['plain'].http_port}"
+    results = run_driver(clip_client_python, {"default": {"server": server}}, [op], tmp_path)
+    embeddings = results.embeddings("many_at_64")
+    assert embeddings.shape == (7000, builtin_model.dim)
+    probe = [0, 3333, 6999]
+    wanted = builtin_model.encode_texts([texts[i] for i in probe])
+    np.testing.assert_allclose(embeddings[probe], wanted, atol=1e-4)

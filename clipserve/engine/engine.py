@@ -202,15 +202,11 @@ class Engine:
         items = list(items)
         texts: list[str] = []
         images: list[bytes | np.ndarray] = []
-        image_positions: list[int] = []
-        for position, item in enumerate(items):
-            if type(item) is TextItem:
+        for item in items:
+            if isinstance(item, TextItem):
                 texts.append(item.text)
             elif isinstance(item, ImageItem):
                 images.append(item.source)
-                image_positions.append(position)
-            elif isinstance(item, TextItem):
-                texts.append(item.text)
             else:
                 raise InvalidInputError(
                     f"cannot encode {type(item).__name__}; use TextItem/ImageItem"
@@ -222,16 +218,8 @@ class Engine:
         if not texts:
             return await self._submit({"image": images})
         text_outcomes, image_outcomes = await self._submit({"text": texts, "image": images})
-        outcomes: list[Outcome] = []
         text_iter, image_iter = iter(text_outcomes), iter(image_outcomes)
-        next_image = 0
-        for position in range(len(items)):
-            if next_image < len(image_positions) and image_positions[next_image] == position:
-                outcomes.append(next(image_iter))
-                next_image += 1
-            else:
-                outcomes.append(next(text_iter))
-        return outcomes
+        return [next(text_iter if isinstance(i, TextItem) else image_iter) for i in items]
 
     async def encode_texts(self, texts: Sequence[str]) -> list[Outcome]:
         """``encode`` for plain sentences, without an item object per sentence."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from clipserve.engine import Engine, ImageItem, Item, TextItem
+from clipserve.engine import Engine, ImageItem, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import (
     ClipServeError,
@@ -62,7 +62,7 @@ _PARAMETER_TYPES: dict[str, type] = {
 }
 
 #: a document ready for the engine: a text (``str``), an item, or the error it already has
-Prepared = str | Item | ClipServeError
+Prepared = str | ImageItem | ClipServeError
 Outcome = np.ndarray | ClipServeError
 
 
@@ -239,11 +239,7 @@ class EmbeddingService:
     ) -> list[Prepared]:
         prepared: list[Prepared] = []
         fetches: dict[int, str] = {}
-        max_chars = self.limits.max_text_chars
         for index, doc in enumerate(docs):
-            if doc.WhichOneof("content") == "text" and (text := doc.text):  # the common case
-                prepared.append(text[:max_chars])
-                continue
             try:
                 item = self._item_for(doc, empty_as_text)
             except InvalidInputError as exc:
@@ -260,14 +256,14 @@ class EmbeddingService:
                 prepared[index] = result
         return prepared
 
-    def _item_for(self, doc: DocumentProto, empty_as_text: bool) -> Item | _Fetch:
-        """A document -> an engine item, or its uri when the image must be fetched."""
-        kind = doc_kind(doc)
-        if kind == "text":
-            return TextItem(doc.text[: self.limits.max_text_chars])
-        if kind == "empty":
+    def _item_for(self, doc: DocumentProto, empty_as_text: bool) -> str | ImageItem | _Fetch:
+        """A document -> its text (a ``str``), an image item, or its uri when the image must
+        be fetched."""
+        if doc.WhichOneof("content") == "text" and (text := doc.text):  # the common case
+            return text[: self.limits.max_text_chars]
+        if doc_kind(doc) == "empty":
             if empty_as_text:
-                return TextItem("")
+                return ""
             raise InvalidInputError("document has no content: set text, blob, tensor or uri")
         content = doc.WhichOneof("content")
         if content == "blob":

@@ -1,16 +1,19 @@
 """Fixtures shared by every test package: loaded models, a self-signed certificate, real
-photos as JPEG bytes. Sub-package conftests may override a fixture by name."""
+photos as JPEG bytes, a killable hash-model server subprocess. Sub-package conftests may
+override a fixture by name."""
 
 from __future__ import annotations
 
 import io
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from clipserve.models.base import EmbeddingModel
+from tests.server_process import HashServerProcess
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,12 @@ def jpeg_photos() -> dict[str, bytes]:
         Image.fromarray(array).save(buffer, "JPEG", quality=90)
         photos[name] = buffer.getvalue()
     return photos
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[HashServerProcess]:
+    """A started ``clipserve serve --model hash`` subprocess, killed by PID at the end."""
+    process = HashServerProcess(tmp_path)
+    process.start()
+    yield process
+    process.kill()

@@ -13,52 +13,43 @@ import pytest
 from clipserve import Client
 from clipserve.errors import ServerUnavailableError
 from clipserve.models.hashing import HashModel
-from tests.server_process import HashServerProcess
-
-
-@pytest.fixture
-def server(tmp_path) -> Iterator[HashServerProcess]:
-    process = HashServerProcess(tmp_path)
-    process.start()
-    yield process
-    process.kill()
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http", "ws"])
-def test_kill_and_restart_mid_stream_loses_and_duplicates_nothing(server, scheme) -> None:
+def test_kill_and_restart_mid_stream_loses_and_duplicates_nothing(server_process, scheme) -> None:
     texts = [f"text number {i}" for i in range(2000)]
     restarted = threading.Event()
 
     def restart_later() -> None:
         time.sleep(0.8)  # the client sees refused connections meanwhile
-        server.start()
+        server_process.start()
         restarted.set()
 
     def items() -> Iterator[str]:
         for i, text in enumerate(texts):
             if i == 700:  # batches before this one are in flight or answered
-                server.kill()
+                server_process.kill()
                 threading.Thread(target=restart_later, daemon=True).start()
             yield text
 
-    client = Client(server.url(scheme), retries=8, retry_backoff=0.2, connect_timeout=2)
+    client = Client(server_process.url(scheme), retries=8, retry_backoff=0.2, connect_timeout=2)
     replies: list[list[str]] = []
     out = client.encode(items(), batch_size=10, prefetch=8)
     client.close()
-    assert restarted.is_set() and server.starts == 2
+    assert restarted.is_set() and server_process.starts == 2
     np.testing.assert_array_equal(out, HashModel().encode_texts(texts))
-    with Client(server.url(scheme)) as again:  # and the restarted server answers callbacks
+    with Client(server_process.url(scheme)) as again:  # and the restarted server answers callbacks
         again.encode(texts[:30], batch_size=10, on_done=lambda r: replies.append(r.ids))
     assert sorted(int(i) for ids in replies for i in ids) == list(range(30))
 
 
-def test_without_retries_a_killed_server_is_an_error(server) -> None:
+def test_without_retries_a_killed_server_is_an_error(server_process) -> None:
     def items() -> Iterator[str]:
         for i in range(500):
             if i == 100:
-                server.kill()
+                server_process.kill()
             yield f"t{i}"
 
-    client = Client(server.url("grpc"), connect_timeout=1)
+    client = Client(server_process.url("grpc"), connect_timeout=1)
     with client, pytest.raises(ServerUnavailableError, match="127.0.0.1"):
         client.encode(items(), batch_size=10)

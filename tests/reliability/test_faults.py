@@ -16,7 +16,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,7 +34,6 @@ from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
 from tests.reliability.protocols import rss_bytes, send
-from tests.server_process import HashServerProcess
 
 FAIL = "<inject model failure>"
 
@@ -97,14 +95,6 @@ async def wait_until(condition: Any, timeout: float, what: str) -> float:
 
 
 # --- a killed server: the client fails fast --------------------------------------------------
-
-
-@pytest.fixture
-def server_process(tmp_path: Path) -> Iterator[HashServerProcess]:
-    process = HashServerProcess(tmp_path)
-    process.start()
-    yield process
-    process.kill()
 
 
 @pytest.mark.parametrize("scheme", ["grpc", "http", "ws"])

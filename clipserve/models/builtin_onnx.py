@@ -18,6 +18,7 @@ import torch
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin_text import TokenBatch
+from clipserve.models.clip_onnx import session_setup
 
 _OPSET = 17
 _FORMAT = "onnx-v1"
@@ -66,9 +67,8 @@ class OnnxTowers:
                 output="logits",
             )
             self.exported = True
-        options = onnxruntime.SessionOptions()
+        options, providers = session_setup("cpu", None)  # same threads/spinning as CLIP
         options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
         self._text = onnxruntime.InferenceSession(str(text_file), options, providers=providers)
         self._image = onnxruntime.InferenceSession(str(image_file), options, providers=providers)
         self.files = (text_file, image_file)

@@ -57,7 +57,7 @@ class OnnxClipModel(EmbeddingModel):
         self.directory = directory
         self.tokenizer = ClipTokenizer.from_directory(directory)
         self.preprocessor = ImagePreprocessor.from_directory(directory)
-        options, providers = _session_setup(device, threads)
+        options, providers = session_setup(device, threads)
         try:
             self._text = _session(directory / TEXT_FILE, options, providers)
             self._vision = _session(directory / VISION_FILE, options, providers)
@@ -216,7 +216,9 @@ def _export_towers(clip: Any, directory: Path) -> None:
         )
 
 
-def _session_setup(device: str, threads: int | None) -> tuple[Any, list[str]]:
+def session_setup(device: str, threads: int | None) -> tuple[Any, list[str]]:
+    """onnxruntime session options and providers for ``device``, with the thread count
+    (``threads``, else ``$CLIPSERVE_THREADS``, else physical cores) and spinning setting."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

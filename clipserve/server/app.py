@@ -185,8 +185,6 @@ class ClipServer:
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             ws_max_size=config.grpc_max_message_mb * MiB,
-            # float embeddings barely compress; deflate would only spend CPU on both ends
-            ws_per_message_deflate=False,
             timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s)),
             server_header=False,
         )

@@ -114,15 +114,3 @@ async def test_shutdown_answers_in_flight_requests_then_closes_1001(hash_model):
     assert reply.header.request_id == "late"
     assert reply.header.status.code == StatusProto.SUCCESS
     assert ws.close_code == 1001
-
-
-async def test_no_per_message_deflate_even_when_offered(hash_server):
-    # the websockets client offers permessage-deflate by default, as aiohttp (clip-client) does
-    async with websockets.connect(hash_server.urls["websocket"], subprotocols=["bytes"]) as ws:
-        assert ws.subprotocol == "bytes"
-        assert "permessage-deflate" not in (
-            ws.response.headers.get("Sec-WebSocket-Extensions") or ""
-        )
-        await ws.send(text_request("d", "plain frames").SerializeToString())
-        reply = DataRequestProto.FromString(await ws.recv())
-    assert reply.header.status.code == StatusProto.SUCCESS

@@ -32,7 +32,11 @@ def test_kill_and_restart_mid_stream_loses_and_duplicates_nothing(server_process
                 threading.Thread(target=restart_later, daemon=True).start()
             yield text
 
-    client = Client(server_process.url(scheme), retries=8, retry_backoff=0.2, connect_timeout=2)
+    # a request lost in the kill window is retried after its timeout instead of the default 300 s
+    # (seen once on HTTP in CI: a batch that was never answered; see the closing note)
+    client = Client(
+        server_process.url(scheme), retries=8, retry_backoff=0.2, connect_timeout=2, timeout=20
+    )
     replies: list[list[str]] = []
     out = client.encode(items(), batch_size=10, prefetch=8)
     client.close()

@@ -1,5 +1,7 @@
 """Model throughput: torch vs onnx images, per-batch vs fixed-77 text padding, vs sgemm.
 
+The onnx backend runs twice: in float32 (the exact one, within 1e-4 of torch) and with
+``precision="int8"`` (dynamic int8 quantization; the table gives its cosine with float32).
 Image GFLOP/s are reported two ways: with the FLOPs torch counts for the vision tower (2 per
 multiply-add, 8.7 for ViT-B/32) and with the 4.4 "GFLOPs" model tables quote (which counts
 multiply-adds once).
@@ -25,7 +27,12 @@ from rich.table import Table
 from skimage import data
 
 from clipserve.models.clip_hf import TorchClipModel
-from clipserve.models.clip_onnx import configured_threads, onnx_from_torch, physical_cores
+from clipserve.models.clip_onnx import (
+    OnnxClipModel,
+    configured_threads,
+    onnx_from_torch,
+    physical_cores,
+)
 from clipserve.models.registry import load_model
 
 #: the issue's figure for one 224px ViT-B/32 image: the "4.4 GFLOPs" that model tables quote
@@ -44,6 +51,12 @@ def image_gflop(model: TorchClipModel, pixels: np.ndarray) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.model.get_image_features(pixel_values=torch.from_numpy(pixels[:1]))
     return counter.get_total_flops() / 1e9
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
 
 
 def interleaved_best(workloads: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -79,6 +92,11 @@ def main() -> None:
     started = time.perf_counter()
     onnx_model = onnx_from_torch(torch_model, threads=threads)
     console.print(f"onnx ready in {time.perf_counter() - started:.1f}s: {onnx_model.directory}")
+    started = time.perf_counter()
+    int8_model = OnnxClipModel.from_directory(
+        onnx_model.directory, name=args.model, threads=threads, precision="int8"
+    )
+    console.print(f"onnx int8 ready in {time.perf_counter() - started:.1f}s")
 
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     pixels = np.stack([torch_model.prepare_image(photos[i % 4]) for i in range(args.batch)])
@@ -90,7 +108,8 @@ def main() -> None:
     width = short.input_ids.shape[1]
     short_label, fixed_label = f"texts/s, padded to {width}", "texts/s, padded to 77"
     workloads: dict[tuple[str, str], Callable[[], object]] = {}
-    for name, model in (("torch", torch_model), ("onnx", onnx_model)):
+    backends = (("torch", torch_model), ("onnx", onnx_model), ("onnx int8", int8_model))
+    for name, model in backends:
         workloads[("images/s", name)] = lambda m=model: m.forward_images(pixels)
         workloads[(short_label, name)] = lambda m=model: m.forward_texts(short)
         workloads[(fixed_label, name)] = lambda m=model: m.forward_texts(padded)
@@ -105,6 +124,7 @@ def main() -> None:
     rows = [(measure, name, n / seconds) for (measure, name), seconds in best.items()]
     rate = {(measure, name): value for measure, name, value in rows}
     torch_images, onnx_images = rate[("images/s", "torch")], rate[("images/s", "onnx")]
+    int8_images = rate[("images/s", "onnx int8")]
 
     title = (
         f"{args.model}, batch {n}, {threads} inference threads, best of {reps} interleaved; "
@@ -125,6 +145,10 @@ def main() -> None:
     table.add_row(
         f"image GFLOP/s (quoted: {QUOTED_IMAGE_GFLOP} GFLOP/img)", "onnx", f"{onnx_quoted:.1f}"
     )
+    image_cos = cosines(onnx_model.forward_images(pixels), int8_model.forward_images(pixels))
+    text_cos = cosines(onnx_model.forward_texts(padded), int8_model.forward_texts(padded))
+    table.add_row("min cosine with float32, images", "onnx int8", f"{image_cos.min():.4f}")
+    table.add_row("min cosine with float32, texts", "onnx int8", f"{text_cos.min():.4f}")
     console.print(table)
 
     checks = [
@@ -136,6 +160,8 @@ def main() -> None:
         ),
         ("onnx image GFLOP/s (counted) as share of sgemm", onnx_images * per_image / gemm, 0.55),
         ("onnx image GFLOP/s (quoted 4.4) as share of sgemm", onnx_quoted / gemm, 0.55),
+        ("onnx int8 / torch images", int8_images / torch_images, 1.2),
+        ("onnx int8 image GFLOP/s (quoted 4.4) as share of sgemm", int8_images * 4.4 / gemm, 0.55),
     ]
     summary = Table(title="targets")
     for column in ("ratio", "measured", "target", "met"):

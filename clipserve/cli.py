@@ -14,7 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from clipserve.server.config import AUTH_TOKEN_ENV, BACKENDS, PROTOCOLS, ServerConfig, build_config
+from clipserve.server.config import (
+    AUTH_TOKEN_ENV,
+    BACKENDS,
+    PRECISIONS,
+    PROTOCOLS,
+    ServerConfig,
+    build_config,
+)
 
 DEFAULTS = ServerConfig()
 log = logging.getLogger("clipserve.server")
@@ -41,6 +48,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="config_file", help="YAML file of settings (see docs)")
     p.add_argument("--model", help=f"model name or local directory (default: {d.model})")
     p.add_argument("--backend", choices=BACKENDS, help=f"inference backend (default: {d.backend})")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help=f"float, or int8 weights for the onnx backend on CPU (default: {d.precision})",
+    )
     p.add_argument("--device", help=f"torch device or onnx provider hint (default: {d.device})")
     p.add_argument("--cache-dir", help="model cache directory (default: the registry's)")
     p.add_argument("--host", help=f"address to bind (default: {d.host})")
@@ -166,8 +178,8 @@ async def _serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("clipserve: loading model %s (backend %s, device %s)", config.model,
-             config.backend, config.device)  # fmt: skip
+    log.info("clipserve: loading model %s (backend %s, device %s, precision %s)", config.model,
+             config.backend, config.device, config.precision)  # fmt: skip
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -27,6 +27,8 @@ class EmbeddingModel(ABC):
     dim: int
     #: the backend that runs forward ("torch", "onnx", "none")
     backend: str = "torch"
+    #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
+    precision: str = "float"
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:

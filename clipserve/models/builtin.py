@@ -29,6 +29,7 @@ from clipserve.models.builtin_classes import (
 )
 from clipserve.models.builtin_text import MiniLMTextEncoder, TokenBatch
 from clipserve.models.builtin_vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
+from clipserve.models.quantize import FLOAT, check_precision
 
 if TYPE_CHECKING:
     from clipserve.models.builtin_onnx import OnnxTowers
@@ -64,7 +65,9 @@ class BuiltinModel(EmbeddingModel):
         backend: str = "torch",
         device: str = "cpu",
         cache_dir: str | os.PathLike[str] | None = None,
+        precision: str = FLOAT,
     ) -> None:
+        check_precision(precision, backend, device)
         if backend not in BACKENDS:
             raise ValueError(
                 f"the built-in model supports backends {', '.join(BACKENDS)}, not {backend!r}"
@@ -73,6 +76,7 @@ class BuiltinModel(EmbeddingModel):
             raise ValueError(f"the built-in model runs on 'cpu' only, not {device!r}")
         self.backend = backend
         self.device = device
+        self.precision = precision
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         started = time.perf_counter()
         with _quiet_transformers():
@@ -94,7 +98,9 @@ class BuiltinModel(EmbeddingModel):
             from clipserve.models.builtin_onnx import OnnxTowers
 
             digest = files_digest([lite0_weights_path()]) + text_digest
-            self._onnx = OnnxTowers(self._text.network, self._vision, digest, self.cache_dir)
+            self._onnx = OnnxTowers(
+                self._text.network, self._vision, digest, self.cache_dir, precision
+            )
         self._class_embeddings = torch.from_numpy(embeddings)
         self._class_mean = self._class_embeddings.mean(dim=0)
         self.startup_seconds = time.perf_counter() - started

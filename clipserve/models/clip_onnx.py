@@ -25,6 +25,7 @@ import numpy as np
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
 from clipserve.models.clip_preprocess import ClipTokenizer, ImagePreprocessor, TokenBatch
+from clipserve.models.quantize import FLOAT, INT8, check_precision, int8_graph
 
 META_FILE = "clipserve_onnx.json"
 TEXT_FILE = "text.onnx"
@@ -50,17 +51,28 @@ class OnnxClipModel(EmbeddingModel):
         name: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        precision: str = FLOAT,
+        cache_dir: str | Path | None = None,
     ) -> None:
+        from clipserve.models.cache import onnx_cache_dir
+
+        check_precision(precision, self.backend, device)
         meta = json.loads((directory / META_FILE).read_text())
         self.name = name or meta.get("name") or str(directory)
         self.dim = int(meta["dim"])
         self.directory = directory
+        self.precision = precision
         self.tokenizer = ClipTokenizer.from_directory(directory)
         self.preprocessor = ImagePreprocessor.from_directory(directory)
         options, providers = session_setup(device, threads)
+        #: the graphs the sessions run (int8 ones live in the cache, beside the exports)
+        self.graphs = (directory / TEXT_FILE, directory / VISION_FILE)
+        if precision == INT8:
+            quantized = onnx_cache_dir(cache_dir)
+            self.graphs = tuple(int8_graph(graph, quantized) for graph in self.graphs)
         try:
-            self._text = _session(directory / TEXT_FILE, options, providers)
-            self._vision = _session(directory / VISION_FILE, options, providers)
+            self._text = _session(self.graphs[0], options, providers)
+            self._vision = _session(self.graphs[1], options, providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelUnavailableError(f"cannot open ONNX model in {directory}: {exc}") from exc
         self.providers = self._vision.get_providers()
@@ -74,8 +86,17 @@ class OnnxClipModel(EmbeddingModel):
         name: str | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        precision: str = FLOAT,
+        cache_dir: str | Path | None = None,
     ) -> OnnxClipModel:
-        return cls(Path(path), name=name, device=device, threads=threads)
+        return cls(
+            Path(path),
+            name=name,
+            device=device,
+            threads=threads,
+            precision=precision,
+            cache_dir=cache_dir,
+        )
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.preprocessor(image)
@@ -105,6 +126,7 @@ def onnx_from_torch(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    precision: str = FLOAT,
 ) -> OnnxClipModel:
     """The ONNX twin of a ``TorchClipModel``, exported once into the cache."""
     from clipserve.models.cache import onnx_cache_dir
@@ -112,7 +134,14 @@ def onnx_from_torch(
     target = onnx_cache_dir(cache_dir) / export_key(model)
     if not is_onnx_directory(target):
         export_onnx(model, target)
-    return OnnxClipModel.from_directory(target, name=model.name, device=device, threads=threads)
+    return OnnxClipModel.from_directory(
+        target,
+        name=model.name,
+        device=device,
+        threads=threads,
+        precision=precision,
+        cache_dir=cache_dir,
+    )
 
 
 def export_key(model: Any) -> str:

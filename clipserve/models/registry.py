@@ -20,6 +20,7 @@ from typing import Any
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
+from clipserve.models.quantize import FLOAT, check_precision
 
 DEFAULT_MODEL = "builtin"
 BACKENDS = ("torch", "onnx")
@@ -132,36 +133,42 @@ def load_model(
     backend: str = "torch",
     device: str = "cpu",
     cache_dir: str | Path | None = None,
+    precision: str = FLOAT,
 ) -> EmbeddingModel:
     """Load a model by name or path (see the module docstring for the accepted names).
 
     ``cache_dir`` roots both caches (``<cache_dir>/hub`` and ``<cache_dir>/onnx``); by
     default the HF hub cache and ``$CLIPSERVE_CACHE_DIR`` / ``~/.cache/clipserve``.
-    Raises ``ValueError`` for unknown names and ``ModelUnavailableError`` when weights
-    cannot be found or fetched.
+    ``precision="int8"`` (backend onnx, CPU) runs int8-quantized graphs, see
+    ``clipserve.models.quantize``. Raises ``ValueError`` for unknown names and bad
+    settings, and ``ModelUnavailableError`` when weights cannot be found or fetched.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    check_precision(precision, backend, device)
     name = name or DEFAULT_MODEL
     if name == DEFAULT_MODEL:
         from clipserve.models.builtin import BuiltinModel
 
-        return BuiltinModel(backend=backend, device=device, cache_dir=cache_dir)
+        return BuiltinModel(
+            backend=backend, device=device, cache_dir=cache_dir, precision=precision
+        )
     if name == HASH_NAME or name.startswith(f"{HASH_NAME}::"):
         return HashModel(_hash_dim(name))
+    options: dict[str, Any] = dict(
+        backend=backend, device=device, cache_dir=cache_dir, precision=precision
+    )
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_directory(path, backend=backend, device=device, cache_dir=cache_dir)
+        return _load_directory(path, **options)
     arch, _, weights = name.partition("::")
     if weights == RANDOM_WEIGHTS and arch in ARCHITECTURES:
-        return _load_random(name, arch, backend=backend, device=device, cache_dir=cache_dir)
+        return _load_random(name, arch, **options)
     if name in PRETRAINED:
         from clipserve.models.cache import fetch_snapshot
 
         snapshot = fetch_snapshot(name, PRETRAINED[name], cache_dir)
-        return _load_directory(
-            snapshot, backend=backend, device=device, cache_dir=cache_dir, name=name
-        )
+        return _load_directory(snapshot, name=name, **options)
     raise ValueError(
         f"unknown model {name!r}; known names: {', '.join(known_names())}, "
         "or a path to a local model directory"
@@ -169,22 +176,38 @@ def load_model(
 
 
 def _load_directory(
-    path: Path, *, backend: str, device: str, cache_dir: str | Path | None, name: str | None = None
+    path: Path,
+    *,
+    backend: str,
+    device: str,
+    cache_dir: str | Path | None,
+    precision: str,
+    name: str | None = None,
 ) -> EmbeddingModel:
     from clipserve.models import clip_onnx
 
     if clip_onnx.is_onnx_directory(path):
-        return clip_onnx.OnnxClipModel.from_directory(path, name=name, device=device)
+        return clip_onnx.OnnxClipModel.from_directory(
+            path, name=name, device=device, precision=precision, cache_dir=cache_dir
+        )
     from clipserve.models.clip_hf import TorchClipModel
 
     model = TorchClipModel.from_directory(path, name=name, device=device)
     if backend == "onnx":
-        return clip_onnx.onnx_from_torch(model, cache_dir=cache_dir, device=device)
+        return clip_onnx.onnx_from_torch(
+            model, cache_dir=cache_dir, device=device, precision=precision
+        )
     return model
 
 
 def _load_random(
-    name: str, arch: str, *, backend: str, device: str, cache_dir: str | Path | None
+    name: str,
+    arch: str,
+    *,
+    backend: str,
+    device: str,
+    cache_dir: str | Path | None,
+    precision: str,
 ) -> EmbeddingModel:
     from clipserve.models.clip_hf import TorchClipModel
 
@@ -192,7 +215,9 @@ def _load_random(
     if backend == "onnx":
         from clipserve.models import clip_onnx
 
-        return clip_onnx.onnx_from_torch(model, cache_dir=cache_dir, device=device)
+        return clip_onnx.onnx_from_torch(
+            model, cache_dir=cache_dir, device=device, precision=precision
+        )
     return model
 
 

@@ -119,8 +119,8 @@ class ClipServer:
             self.model = await in_daemon_thread(load_configured_model, config)
         model = self.model
         await in_daemon_thread(model.warmup)
-        log.info("clipserve: model %s loaded (dim %d, backend %s)", model.name, model.dim,
-                 model.backend)  # fmt: skip
+        log.info("clipserve: model %s loaded (dim %d, backend %s, precision %s)", model.name,
+                 model.dim, model.backend, model.precision)  # fmt: skip
         # replicas are real model copies (one per listed device) when the server loads the
         # model itself; an injected model is shared by the replicas' inference threads
         replicas: EmbeddingModel | list[EmbeddingModel] = model

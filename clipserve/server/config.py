@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipserve.models.quantize import FLOAT, INT8, PRECISIONS
+
 PROTOCOLS = ("grpc", "http", "websocket")
 BACKENDS = ("torch", "onnx")
 AUTH_TOKEN_ENV = "CLIPSERVE_AUTH_TOKEN"
@@ -36,6 +38,8 @@ class ServerConfig:
     model: str = "builtin"
     backend: str = "torch"
     device: str = "cpu"
+    #: ``float`` (float32 on CPU, float16 on CUDA) or ``int8`` (backend onnx on CPU)
+    precision: str = FLOAT
     cache_dir: str | None = None
     host: str = "0.0.0.0"
     grpc_port: int = 51000
@@ -84,6 +88,12 @@ class ServerConfig:
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if self.precision == INT8 and self.backend != "onnx":
+            raise ValueError(f"precision int8 needs backend onnx, not {self.backend!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate (tls_cert) and a key (tls_key)")
         for name in ("grpc_port", "http_port"):

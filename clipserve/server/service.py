@@ -103,6 +103,7 @@ class EmbeddingService:
             "model": self.model_name,
             "dim": model.dim,
             "backend": model.backend,
+            "precision": model.precision,
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
         }

@@ -34,6 +34,7 @@ def load_configured_model(config: ServerConfig, device: str | None = None) -> Em
         backend=config.backend,
         device=device or replica_devices(config)[0],
         cache_dir=config.cache_dir,
+        precision=config.precision,
     )
 
 

@@ -235,3 +235,20 @@ def test_shipped_class_table_matches_the_current_recipe(tmp_path) -> None:
     assert fresh.class_cache_hit
     assert fresh.class_cache_file.parent == SHIPPED_DIR
     assert not list(tmp_path.glob("builtin-classes-*.npy"))  # nothing recomputed
+
+
+def test_int8_text_tower_keeps_the_rankings(
+    builtin_model: BuiltinModel, builtin_photos: dict[str, np.ndarray]
+) -> None:
+    int8 = BuiltinModel(backend="onnx", cache_dir=builtin_model.cache_dir, precision="int8")
+    assert int8.precision == "int8" and int8.onnx_files[0].parent.name == "int8"
+    names = list(builtin_photos)
+    captions = [CAPTIONS[name] for name in names]
+    texts = int8.encode_texts(captions)
+    exact = builtin_model.encode_texts(captions)
+    assert (texts * exact).sum(axis=1).min() >= 0.98  # both unit length
+    scores = int8.encode_images([builtin_photos[name] for name in names]) @ texts.T
+    hits = int((scores.argmax(axis=1) == np.arange(len(names))).sum())
+    assert hits >= len(names) - 1, f"{hits}/{len(names)} right:\n" + _ranking_report(
+        names, captions, scores
+    )

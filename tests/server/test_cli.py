@@ -83,7 +83,7 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
         code = served.terminate()
         log = served.log_text()
     assert code == 0, log
-    assert "clipserve: model hash loaded (dim 512, backend none)" in log
+    assert "clipserve: model hash loaded (dim 512, backend none, precision float)" in log
     assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
     assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
     assert "ws://" not in log  # websocket was left out of protocols

@@ -1,0 +1,85 @@
+"""Precision choices, and dynamic int8 quantization of ONNX graphs.
+
+``int8`` stores the weights of every MatMul/Gemm as int8 with one scale per output channel;
+activations are quantized per batch at run time (onnxruntime's dynamic quantization). On a
+CPU with AVX-512 VNNI it runs ViT-B/32 about 3x faster than float32; embeddings keep a cosine
+similarity of about 0.99 or more with the float ones, not the 1e-4 agreement of float32.
+Convolutions stay in float: onnxruntime's integer convolutions are slower than its float ones.
+
+A quantized graph is made once from its float graph and cached on disk, keyed by the float
+file (path, size, modification time), onnxruntime's version and this recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from clipserve.errors import ModelUnavailableError
+
+FLOAT = "float"
+INT8 = "int8"
+#: ``float``: float32 on CPU, float16 on CUDA; ``int8``: see the module docstring
+PRECISIONS = (FLOAT, INT8)
+#: part of the cache key: change it when the quantization settings below change
+RECIPE = "dynamic-s8-per-channel-matmul-v1"
+
+
+def check_precision(precision: str, backend: str, device: str) -> None:
+    """Raise ``ValueError`` for a precision the backend or device cannot run."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == INT8 and backend != "onnx":
+        raise ValueError(f"precision 'int8' needs backend 'onnx', not {backend!r}")
+    if precision == INT8 and device != "cpu":
+        raise ValueError(f"precision 'int8' runs on 'cpu' only, not {device!r}")
+
+
+def int8_graph(source: Path, cache_dir: Path) -> Path:
+    """The int8 twin of the float ONNX graph ``source``: quantized on first use, then cached
+    under ``cache_dir/int8``. Concurrent first uses are safe (write, then rename)."""
+    import onnxruntime
+
+    stat = source.stat()
+    parts = [str(source.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
+    parts += [onnxruntime.__version__, RECIPE]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    target = cache_dir / "int8" / f"{source.stem}-{digest}.onnx"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    os.close(handle)
+    try:
+        _quantize(source, Path(temporary))
+        os.replace(temporary, target)
+    except Exception as exc:
+        raise ModelUnavailableError(f"int8 quantization of {source} failed: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+    return target
+
+
+def _quantize(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            # only weight matrices: attention's activation-by-activation products stay float
+            extra_options={"MatMulConstBOnly": True},
+        )
+    finally:
+        quiet.setLevel(level)

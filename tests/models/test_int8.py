@@ -1,0 +1,98 @@
+"""int8 precision of the onnx backend, on the tiny random CLIP checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from skimage import data
+
+from clipserve.models.clip_onnx import OnnxClipModel
+from clipserve.models.registry import load_model
+from clipserve.server.config import ServerConfig
+from tests.models.clip_testkit import save_tiny_clip
+
+TEXTS = ["the cat", "a photo of the cat sitting on a mat", "", "of " * 200]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clipserve-cache")
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_dir: Path, cache_dir: Path) -> tuple[OnnxClipModel, OnnxClipModel]:
+    exact = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir)
+    int8 = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
+    assert isinstance(exact, OnnxClipModel) and isinstance(int8, OnnxClipModel)
+    return exact, int8
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def test_int8_graphs_hold_integer_matmuls(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
+    exact, int8 = pair
+    assert (exact.precision, int8.precision) == ("float", "int8")
+    for float_graph, int8_graph in zip(exact.graphs, int8.graphs, strict=True):
+        float_ops = {node.op_type for node in onnx.load(str(float_graph)).graph.node}
+        int8_ops = {node.op_type for node in onnx.load(str(int8_graph)).graph.node}
+        assert "MatMulInteger" not in float_ops
+        assert {"MatMulInteger", "DynamicQuantizeLinear"} <= int8_ops
+        assert stored_bytes(int8_graph) < stored_bytes(float_graph)
+
+
+def stored_bytes(graph: Path) -> int:
+    """The graph file plus its external weights file, if it has one."""
+    weights = graph.with_name(graph.name + ".data")
+    return graph.stat().st_size + (weights.stat().st_size if weights.exists() else 0)
+
+
+def test_int8_embeddings_stay_close_to_float(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
+    exact, int8 = pair
+    text_cos = cosines(exact.encode_texts(TEXTS), int8.encode_texts(TEXTS))
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    image_cos = cosines(exact.encode_images(photos), int8.encode_images(photos))
+    assert text_cos.min() >= 0.99, text_cos
+    assert image_cos.min() >= 0.99, image_cos
+    # quantized, not the same graph under another name
+    assert np.abs(exact.encode_texts(TEXTS) - int8.encode_texts(TEXTS)).max() > 1e-6
+
+
+def test_int8_graphs_are_made_once_and_follow_the_float_file(
+    pair: tuple[OnnxClipModel, OnnxClipModel], tiny_dir: Path, cache_dir: Path
+) -> None:
+    _, int8 = pair
+    made = {graph: graph.stat().st_mtime_ns for graph in int8.graphs}
+    again = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
+    assert isinstance(again, OnnxClipModel) and again.graphs == int8.graphs
+    assert {graph: graph.stat().st_mtime_ns for graph in again.graphs} == made
+    # a float graph that changes (re-exported, replaced by hand) gets a new int8 twin
+    text_graph = int8.directory / "text.onnx"
+    stat = text_graph.stat()
+    os.utime(text_graph, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    renewed = OnnxClipModel.from_directory(int8.directory, precision="int8", cache_dir=cache_dir)
+    assert renewed.graphs[0] != int8.graphs[0] and renewed.graphs[1] == int8.graphs[1]
+
+
+def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:
+    with pytest.raises(ValueError, match="int8.*backend 'onnx'"):
+        load_model(str(tiny_dir), precision="int8")
+    with pytest.raises(ValueError, match="int8.*'cpu' only"):
+        load_model(str(tiny_dir), backend="onnx", device="cuda", precision="int8")
+    with pytest.raises(ValueError, match="precision must be one of float, int8"):
+        load_model(str(tiny_dir), backend="onnx", precision="fp8")
+    with pytest.raises(ValueError, match="int8 needs backend onnx"):
+        ServerConfig(precision="int8")
+    assert ServerConfig(precision="int8", backend="onnx").precision == "int8"

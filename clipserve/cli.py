@@ -51,7 +51,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help=f"float, or int8 weights for the onnx backend on CPU (default: {d.precision})",
+        help="float (float32 on CPU, float16 on CUDA), bf16 (backend torch, hardware with "
+        f"bf16), int8 (backend onnx, CPU) (default: {d.precision})",
     )
     p.add_argument("--device", help=f"torch device or onnx provider hint (default: {d.device})")
     p.add_argument("--cache-dir", help="model cache directory (default: the registry's)")

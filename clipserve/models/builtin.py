@@ -29,7 +29,7 @@ from clipserve.models.builtin_classes import (
 )
 from clipserve.models.builtin_text import MiniLMTextEncoder, TokenBatch
 from clipserve.models.builtin_vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
-from clipserve.models.quantize import FLOAT, check_precision
+from clipserve.models.precision import BF16, FLOAT, check_precision
 
 if TYPE_CHECKING:
     from clipserve.models.builtin_onnx import OnnxTowers
@@ -68,6 +68,8 @@ class BuiltinModel(EmbeddingModel):
         precision: str = FLOAT,
     ) -> None:
         check_precision(precision, backend, device)
+        if precision == BF16:
+            raise ValueError("the built-in model runs in precision 'float' or 'int8', not 'bf16'")
         if backend not in BACKENDS:
             raise ValueError(
                 f"the built-in model supports backends {', '.join(BACKENDS)}, not {backend!r}"

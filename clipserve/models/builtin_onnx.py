@@ -21,7 +21,8 @@ import torch
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin_text import TokenBatch
 from clipserve.models.clip_onnx import session_setup
-from clipserve.models.quantize import FLOAT, INT8, int8_graph
+from clipserve.models.precision import FLOAT, INT8
+from clipserve.models.quantize import int8_graph
 
 _OPSET = 17
 _FORMAT = "onnx-v1"

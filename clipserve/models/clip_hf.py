@@ -1,6 +1,7 @@
 """CLIP on torch through transformers' ``CLIPModel``.
 
-CPU runs in float32; ``device="cuda"`` runs in float16. Embeddings are the projected
+CPU runs in float32; ``device="cuda"`` runs in float16; ``precision="bf16"`` runs in bfloat16
+on either (where the hardware has it). Embeddings are the projected
 features (``get_text_features`` / ``get_image_features``), not L2-normalised, like
 CLIP-as-service.
 """
@@ -24,6 +25,7 @@ from clipserve.models.clip_preprocess import (
     TokenBatch,
     byte_level_clip_tokenizer,
 )
+from clipserve.models.precision import BF16, FLOAT, check_precision
 
 #: seed for ``ARCH::random`` weights, so two loads give the same model
 RANDOM_SEED = 0
@@ -43,9 +45,16 @@ class TorchClipModel(EmbeddingModel):
         name: str,
         device: str = "cpu",
         source: Path | None = None,
+        precision: str = FLOAT,
     ) -> None:
+        check_precision(precision, self.backend, device)
         self.device = torch.device(_check_device(device))
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.precision = precision
+        if precision == BF16:
+            _check_bf16(self.device)
+            self.dtype = torch.bfloat16
+        else:
+            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         #: the transformers tokenizer (saved alongside ONNX exports)
         self.hf_tokenizer = hf_tokenizer
@@ -63,7 +72,12 @@ class TorchClipModel(EmbeddingModel):
     # -- construction -----------------------------------------------------------------
     @classmethod
     def from_directory(
-        cls, path: str | Path, *, name: str | None = None, device: str = "cpu"
+        cls,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        precision: str = FLOAT,
     ) -> TorchClipModel:
         """Load an HF CLIP directory (config, weights, tokenizer, preprocessor config)."""
         from transformers import AutoTokenizer, CLIPModel
@@ -80,12 +94,24 @@ class TorchClipModel(EmbeddingModel):
             ) from exc
         preprocessor = ImagePreprocessor.from_directory(path)
         return cls(
-            model, tokenizer, preprocessor, name=name or str(path), device=device, source=path
+            model,
+            tokenizer,
+            preprocessor,
+            name=name or str(path),
+            device=device,
+            source=path,
+            precision=precision,
         )
 
     @classmethod
     def random(
-        cls, config: Mapping[str, Any], *, name: str, device: str = "cpu", seed: int = RANDOM_SEED
+        cls,
+        config: Mapping[str, Any],
+        *,
+        name: str,
+        device: str = "cpu",
+        seed: int = RANDOM_SEED,
+        precision: str = FLOAT,
     ) -> TorchClipModel:
         """The full architecture with seeded random weights and a byte-level tokenizer."""
         hf_tokenizer: Any = byte_level_clip_tokenizer()
@@ -94,7 +120,7 @@ class TorchClipModel(EmbeddingModel):
         )
         size = int(model.config.vision_config.image_size)
         preprocessor = ImagePreprocessor(resize_to=size, crop_size=size)
-        return cls(model, hf_tokenizer, preprocessor, name=name, device=device)
+        return cls(model, hf_tokenizer, preprocessor, name=name, device=device, precision=precision)
 
     # -- the model contract -------------------------------------------------------------
     def prepare_image(self, image: ImageSource) -> np.ndarray:
@@ -157,6 +183,24 @@ def _features(output: Any) -> np.ndarray:
     """transformers 5 returns a model output whose ``pooler_output`` is the projection."""
     tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
     return tensor.float().cpu().numpy()
+
+
+def _check_bf16(device: torch.device) -> None:
+    """bfloat16 only where the hardware computes in it: emulated, it is slower than float32."""
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        where = f"GPU {torch.cuda.get_device_name(device)}"
+    else:
+        try:
+            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            supported = False
+        where = "this CPU (needs AVX512-BF16 or AMX)"
+    if not supported:
+        raise ModelUnavailableError(
+            f"precision 'bf16' requested but {where} has no bfloat16 instructions; "
+            "use precision 'float' (or 'int8' with backend 'onnx')"
+        )
 
 
 def _check_device(device: str) -> str:

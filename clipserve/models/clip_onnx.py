@@ -25,7 +25,8 @@ import numpy as np
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
 from clipserve.models.clip_preprocess import ClipTokenizer, ImagePreprocessor, TokenBatch
-from clipserve.models.quantize import FLOAT, INT8, check_precision, int8_graph
+from clipserve.models.precision import FLOAT, INT8, check_precision
+from clipserve.models.quantize import int8_graph
 
 META_FILE = "clipserve_onnx.json"
 TEXT_FILE = "text.onnx"

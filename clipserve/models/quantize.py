@@ -1,4 +1,4 @@
-"""Precision choices, and dynamic int8 quantization of ONNX graphs.
+"""Dynamic int8 quantization of ONNX graphs (``precision="int8"`` of the onnx backend).
 
 ``int8`` stores the weights of every MatMul/Gemm as int8 with one scale per output channel;
 activations are quantized per batch at run time (onnxruntime's dynamic quantization). On a
@@ -21,22 +21,8 @@ from pathlib import Path
 
 from clipserve.errors import ModelUnavailableError
 
-FLOAT = "float"
-INT8 = "int8"
-#: ``float``: float32 on CPU, float16 on CUDA; ``int8``: see the module docstring
-PRECISIONS = (FLOAT, INT8)
 #: part of the cache key: change it when the quantization settings below change
 RECIPE = "dynamic-s8-per-channel-matmul-v1"
-
-
-def check_precision(precision: str, backend: str, device: str) -> None:
-    """Raise ``ValueError`` for a precision the backend or device cannot run."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == INT8 and backend != "onnx":
-        raise ValueError(f"precision 'int8' needs backend 'onnx', not {backend!r}")
-    if precision == INT8 and device != "cpu":
-        raise ValueError(f"precision 'int8' runs on 'cpu' only, not {device!r}")
 
 
 def int8_graph(source: Path, cache_dir: Path) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
-from clipserve.models.quantize import FLOAT, check_precision
+from clipserve.models.precision import FLOAT, check_precision
 
 DEFAULT_MODEL = "builtin"
 BACKENDS = ("torch", "onnx")
@@ -139,8 +139,8 @@ def load_model(
 
     ``cache_dir`` roots both caches (``<cache_dir>/hub`` and ``<cache_dir>/onnx``); by
     default the HF hub cache and ``$CLIPSERVE_CACHE_DIR`` / ``~/.cache/clipserve``.
-    ``precision="int8"`` (backend onnx, CPU) runs int8-quantized graphs, see
-    ``clipserve.models.quantize``. Raises ``ValueError`` for unknown names and bad
+    ``precision`` is ``float``, ``bf16`` (backend torch) or ``int8`` (backend onnx, CPU);
+    see ``clipserve.models.precision``. Raises ``ValueError`` for unknown names and bad
     settings, and ``ModelUnavailableError`` when weights cannot be found or fetched.
     """
     if backend not in BACKENDS:
@@ -192,7 +192,8 @@ def _load_directory(
         )
     from clipserve.models.clip_hf import TorchClipModel
 
-    model = TorchClipModel.from_directory(path, name=name, device=device)
+    torch_precision = precision if backend == "torch" else FLOAT  # onnx exports from float
+    model = TorchClipModel.from_directory(path, name=name, device=device, precision=torch_precision)
     if backend == "onnx":
         return clip_onnx.onnx_from_torch(
             model, cache_dir=cache_dir, device=device, precision=precision
@@ -211,7 +212,10 @@ def _load_random(
 ) -> EmbeddingModel:
     from clipserve.models.clip_hf import TorchClipModel
 
-    model = TorchClipModel.random(ARCHITECTURES[arch], name=name, device=device)
+    torch_precision = precision if backend == "torch" else FLOAT  # onnx exports from float
+    model = TorchClipModel.random(
+        ARCHITECTURES[arch], name=name, device=device, precision=torch_precision
+    )
     if backend == "onnx":
         from clipserve.models import clip_onnx
 

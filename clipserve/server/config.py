@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipserve.models.quantize import FLOAT, INT8, PRECISIONS
+from clipserve.models.precision import BACKEND_OF, FLOAT, PRECISIONS
 
 PROTOCOLS = ("grpc", "http", "websocket")
 BACKENDS = ("torch", "onnx")
@@ -38,7 +38,8 @@ class ServerConfig:
     model: str = "builtin"
     backend: str = "torch"
     device: str = "cpu"
-    #: ``float`` (float32 on CPU, float16 on CUDA) or ``int8`` (backend onnx on CPU)
+    #: ``float`` (float32 on CPU, float16 on CUDA), ``bf16`` (backend torch) or ``int8``
+    #: (backend onnx on CPU); see ``clipserve.models.precision``
     precision: str = FLOAT
     cache_dir: str | None = None
     host: str = "0.0.0.0"
@@ -92,8 +93,11 @@ class ServerConfig:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        if self.precision == INT8 and self.backend != "onnx":
-            raise ValueError(f"precision int8 needs backend onnx, not {self.backend!r}")
+        needed = BACKEND_OF.get(self.precision)
+        if needed is not None and self.backend != needed:
+            raise ValueError(
+                f"precision {self.precision} needs backend {needed}, not {self.backend!r}"
+            )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate (tls_cert) and a key (tls_key)")
         for name in ("grpc_port", "http_port"):

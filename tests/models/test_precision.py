@@ -1,4 +1,5 @@
-"""int8 precision of the onnx backend, on the tiny random CLIP checkpoint."""
+"""Precisions other than float: int8 (onnx backend) and bf16 (torch backend), on the tiny
+random CLIP checkpoint."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from skimage import data
 
+from clipserve.models.builtin import BuiltinModel
+from clipserve.models.clip_hf import TorchClipModel
 from clipserve.models.clip_onnx import OnnxClipModel
 from clipserve.models.registry import load_model
 from clipserve.server.config import ServerConfig
 from tests.models.clip_testkit import save_tiny_clip
 
 TEXTS = ["the cat", "a photo of the cat sitting on a mat", "", "of " * 200]
+PHOTOS = [data.astronaut(), data.coffee(), data.chelsea()]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +67,7 @@ def stored_bytes(graph: Path) -> int:
 def test_int8_embeddings_stay_close_to_float(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
     exact, int8 = pair
     text_cos = cosines(exact.encode_texts(TEXTS), int8.encode_texts(TEXTS))
-    photos = [data.astronaut(), data.coffee(), data.chelsea()]
-    image_cos = cosines(exact.encode_images(photos), int8.encode_images(photos))
+    image_cos = cosines(exact.encode_images(PHOTOS), int8.encode_images(PHOTOS))
     assert text_cos.min() >= 0.99, text_cos
     assert image_cos.min() >= 0.99, image_cos
     # quantized, not the same graph under another name
@@ -91,8 +95,32 @@ def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:
         load_model(str(tiny_dir), precision="int8")
     with pytest.raises(ValueError, match="int8.*'cpu' only"):
         load_model(str(tiny_dir), backend="onnx", device="cuda", precision="int8")
-    with pytest.raises(ValueError, match="precision must be one of float, int8"):
+    with pytest.raises(ValueError, match="precision must be one of float, bf16, int8"):
         load_model(str(tiny_dir), backend="onnx", precision="fp8")
     with pytest.raises(ValueError, match="int8 needs backend onnx"):
         ServerConfig(precision="int8")
     assert ServerConfig(precision="int8", backend="onnx").precision == "int8"
+
+
+def test_precisions_are_checked_against_backend_and_model(tiny_dir: Path) -> None:
+    with pytest.raises(ValueError, match="'bf16' needs backend 'torch'"):
+        load_model(str(tiny_dir), backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="precision bf16 needs backend torch"):
+        ServerConfig(precision="bf16", backend="onnx")
+    with pytest.raises(ValueError, match="built-in model runs in precision 'float' or 'int8'"):
+        BuiltinModel(precision="bf16")
+
+
+@pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions"
+)
+def test_bf16_runs_in_bfloat16_close_to_float(tiny_dir: Path) -> None:
+    exact = load_model(str(tiny_dir))
+    bf16 = load_model(str(tiny_dir), precision="bf16")
+    assert isinstance(bf16, TorchClipModel) and bf16.precision == "bf16"
+    assert {parameter.dtype for parameter in bf16.model.parameters()} == {torch.bfloat16}
+    texts, images = bf16.encode_texts(TEXTS), bf16.encode_images(PHOTOS)
+    assert texts.dtype == images.dtype == np.float32
+    assert cosines(exact.encode_texts(TEXTS), texts).min() >= 0.99
+    assert cosines(exact.encode_images(PHOTOS), images).min() >= 0.99
+    assert np.abs(exact.encode_texts(TEXTS) - texts).max() > 1e-6  # really ran in bf16

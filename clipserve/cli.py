@@ -89,7 +89,13 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-queue-items",
         type=int,
-        help=f"queued items per modality before refusing (default: {d.max_queue_items})",
+        help=f"queued items per modality (default: {d.max_queue_items})",
+    )
+    p.add_argument(
+        "--max-queue-wait-s",
+        type=float,
+        help="seconds a request waits for room in a full queue before it is refused "
+        f"(default: {d.max_queue_wait_s:g}; 0: refuse at once)",
     )
     p.add_argument("--replicas", type=int, help=f"inference threads (default: {d.replicas})")
     p.add_argument(

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from clipserve.engine.admission import Admission
 from clipserve.engine.batcher import BatchQueue, Group, Span
 from clipserve.engine.items import ImageItem, Item, Modality, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
@@ -31,7 +32,6 @@ from clipserve.errors import (
     ClipServeError,
     InvalidInputError,
     ModelError,
-    OverloadedError,
     ServerUnavailableError,
 )
 from clipserve.models.base import EmbeddingModel
@@ -68,7 +68,8 @@ class Engine:
     ``model`` is a model (shared by ``replicas`` inference threads), a list of models (one
     thread each) or a zero-argument factory called ``replicas`` times at ``start()``.
     ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
-    but not yet answered, per modality; ``encode`` refuses a call that would exceed it.
+    but not yet answered, per modality; a call that would exceed it waits for room up to
+    ``max_queue_wait_s`` seconds (0: it is refused at once), see ``admission``.
     """
 
     def __init__(
@@ -78,14 +79,15 @@ class Engine:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         max_queue_items: int = 4096,
+        max_queue_wait_s: float = 0.0,
         replicas: int = 1,
         preprocess_workers: int = 2,
         metrics: Metrics | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
-        if max_wait_ms < 0:
-            raise ValueError("max_wait_ms must be >= 0")
+        if max_wait_ms < 0 or max_queue_wait_s < 0:
+            raise ValueError("max_wait_ms and max_queue_wait_s must be >= 0")
         if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
             raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
         self._models: list[EmbeddingModel] = []
@@ -108,7 +110,7 @@ class Engine:
         self.metrics = metrics or METRICS
         self.stats: dict[Modality, ModalityStats] = {m: ModalityStats() for m in MODALITIES}
         self._state = "new"  # new -> running -> stopping -> stopped
-        self._outstanding = dict.fromkeys(MODALITIES, 0)
+        self._admission = Admission(MODALITIES, max_queue_items, max_queue_wait_s)
         self._idle: asyncio.Event | None = None
         self._stopped = asyncio.Event()
         self._queues: dict[Modality, BatchQueue] = {}
@@ -164,6 +166,8 @@ class Engine:
             self._state = "stopped"
             return
         self._state = "stopping"
+        stopping = ServerUnavailableError("the engine is stopping; it takes no new work")
+        self._admission.close(stopping)  # calls waiting for room
         assert self._idle is not None
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), drain_timeout)
@@ -195,8 +199,8 @@ class Engine:
     async def encode(self, items: Iterable[Item]) -> list[Outcome]:
         """Embed every item; each outcome is a float32 [dim] array or the error for it.
 
-        Raises ``OverloadedError`` (nothing queued) when the queue cannot take the call,
-        and ``ServerUnavailableError`` when the engine is not running.
+        Raises ``OverloadedError`` (nothing queued) when the queue cannot take the call in
+        time, and ``ServerUnavailableError`` when the engine is not running.
         """
         self._check_running()
         items = list(items)
@@ -211,8 +215,7 @@ class Engine:
                 raise InvalidInputError(
                     f"cannot encode {type(item).__name__}; use TextItem/ImageItem"
                 )
-        self._admit("text", len(texts))
-        self._admit("image", len(images))
+        await self._admission.reserve({"text": len(texts), "image": len(images)})
         if not images:
             return await self._submit({"text": texts}) if texts else []
         if not texts:
@@ -225,7 +228,7 @@ class Engine:
         """``encode`` for plain sentences, without an item object per sentence."""
         self._check_running()
         texts = list(texts)
-        self._admit("text", len(texts))
+        await self._admission.reserve({"text": len(texts)})
         return await self._submit({"text": texts}) if texts else []
 
     def _check_running(self) -> None:
@@ -233,21 +236,8 @@ class Engine:
             state = "not started" if self._state == "new" else self._state
             raise ServerUnavailableError(f"the engine is {state}; it takes no new work")
 
-    def _admit(self, modality: Modality, count: int) -> None:
-        """Refuse (nothing queued) a call whose ``count`` items the queue cannot take."""
-        if count > self.max_queue_items:  # can never fit: say so, still as overload
-            raise OverloadedError(
-                f"one call has {count} {modality} items, more than the queue holds "
-                f"({self.max_queue_items}); split it"
-            )
-        if count and self._outstanding[modality] + count > self.max_queue_items:
-            raise OverloadedError(
-                f"the {modality} queue is full ({self._outstanding[modality]} of "
-                f"{self.max_queue_items} items pending); retry later"
-            )
-
     async def _submit(self, inputs: dict[Modality, list[Any]]) -> Any:
-        """Queue one group per modality (all admitted first); their outcome lists, in
+        """Queue one group per modality (room already reserved); their outcome lists, in
         ``inputs`` order (one list when there is one modality)."""
         loop = asyncio.get_running_loop()
         assert self._idle is not None
@@ -256,7 +246,6 @@ class Engine:
         for modality, values in inputs.items():
             group = Group(values, loop.create_future())
             group.future.add_done_callback(self._cancel_callback(modality, group))
-            self._outstanding[modality] += len(values)
             self._queues[modality].put(group)
             groups.append(group)
         try:
@@ -284,8 +273,8 @@ class Engine:
             counter = self.metrics.items.labels(modality, outcome)
             self._item_counters[(modality, outcome)] = counter
         counter.inc(count)
-        self._outstanding[modality] -= count
-        if self._idle is not None and not any(self._outstanding.values()):
+        self._admission.release(modality, count)
+        if self._idle is not None and not self._admission.busy:
             self._idle.set()
 
     def _deliver(self, modality: Modality, span: Span, outcomes: list[Outcome]) -> None:

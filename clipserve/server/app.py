@@ -140,6 +140,7 @@ class ClipServer:
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             max_queue_items=config.max_queue_items,
+            max_queue_wait_s=config.max_queue_wait_s,
             replicas=config.replicas,
             preprocess_workers=config.preprocess_workers,
             metrics=self.metrics,

@@ -59,6 +59,9 @@ class ServerConfig:
     #: a stock clip-client keeps up to 100 requests in flight over HTTP: 6,400 items at its
     #: common batch size of 64, 12,800 at 128; the queue takes one such client whole
     max_queue_items: int = 16384
+    #: seconds a call that does not fit in the queue waits for room before it is refused
+    #: (a burst becomes latency, not errors; 0 refuses at once)
+    max_queue_wait_s: float = 30.0
     replicas: int = 1
     preprocess_workers: int = 2
     grpc_max_message_mb: int = 256
@@ -109,8 +112,8 @@ class ServerConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.shutdown_grace_s < 0:
-            raise ValueError("max_wait_ms and shutdown_grace_s must be >= 0")
+        if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:
+            raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
 
     @property
     def tls(self) -> bool:

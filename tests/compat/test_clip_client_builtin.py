@@ -249,3 +249,37 @@ def test_one_client_at_batch_64_over_http_is_never_refused(
     probe = [0, 3333, 6999]
     wanted = builtin_model.encode_texts([texts[i] for i in probe])
     np.testing.assert_allclose(embeddings[probe], wanted, atol=1e-4)
+
+
+def test_a_burst_larger_than_the_queue_waits_instead_of_failing(
+    clip_client_python: Path, builtin_model: Any, tmp_path: Path
+) -> None:
+    # the 6,400 texts clip-client has in flight at batch 64 overflow a queue of 4,096 (this
+    # failed with "text queue is full" before calls could wait for room); now the overflow
+    # waits its turn, and every text comes back
+    texts = [f"burst sentence {i}" for i in range(7000)]
+    op = {"name": "burst", "op": "encode", "content": texts, "timeout": 240,
+          "kwargs": {"batch_size": 64}}  # fmt: skip
+    config = server_config(model=COMPAT_MODEL, max_queue_items=4096, max_queue_wait_s=120.0)
+    with running_server(config, builtin_model) as server:
+        url = f"http://127.0.0.1:{server.http_port}"
+        refused_before = _overload_refusals(server.server.metrics)
+        results = run_driver(clip_client_python, {"default": {"server": url}}, [op], tmp_path)
+        assert _overload_refusals(server.server.metrics) == refused_before
+    embeddings = results.embeddings("burst")
+    assert embeddings.shape == (7000, builtin_model.dim)
+    probe = [0, 4500, 6999]
+    wanted = builtin_model.encode_texts([texts[i] for i in probe])
+    np.testing.assert_allclose(embeddings[probe], wanted, atol=1e-4)
+
+
+def _overload_refusals(metrics: Any) -> float:
+    """HTTP requests refused as overloaded so far (the registry may be shared)."""
+    return sum(
+        sample.value
+        for family in metrics.requests.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+        and sample.labels.get("protocol") == "http"
+        and sample.labels.get("status") == "overloaded"
+    )

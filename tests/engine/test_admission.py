@@ -1,0 +1,124 @@
+"""Calls that do not fit in the queue wait for room (in order, for a bounded time)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from skimage import data as skimage_data
+
+from clipserve.engine.engine import Engine
+from clipserve.engine.items import ImageItem, TextItem
+from clipserve.errors import OverloadedError, ServerUnavailableError
+from tests.engine.helpers import BLOCK, WrappedModel
+
+
+def texts(*values: str) -> list[TextItem]:
+    return [TextItem(value) for value in values]
+
+
+async def blocked_engine(wrapped: WrappedModel, wait_s: float) -> tuple[Engine, asyncio.Task]:
+    """An engine whose text queue (room for 4) holds 3 items stuck in a blocked forward."""
+    engine = Engine(wrapped, max_queue_items=4, max_queue_wait_s=wait_s, max_batch_size=64)
+    await engine.start()
+    first = asyncio.create_task(engine.encode(texts(BLOCK, "x", "y")))
+    await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+    return engine, first
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_call_that_does_not_fit_waits_for_room(wrapped: WrappedModel) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30)
+    second = asyncio.create_task(engine.encode(texts("a", "b")))  # 3 + 2 > 4
+    await asyncio.sleep(0.1)
+    assert not second.done()
+    assert engine._admission.waiting["text"] == 2
+    wrapped.release.set()
+    assert all(isinstance(o, np.ndarray) for o in await first)
+    assert [o.shape for o in await second] == [(wrapped.dim,)] * 2
+    assert wrapped.prepared_texts == [BLOCK, "x", "y", "a", "b"]
+    assert engine._admission.outstanding == {"text": 0, "image": 0}
+    await engine.stop()
+
+
+async def test_a_call_that_waits_too_long_is_refused_and_nothing_is_lost(
+    wrapped: WrappedModel,
+) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=0.2)
+    with pytest.raises(OverloadedError, match="text queue stayed full for 0.2 s"):
+        await engine.encode(texts("a", "b"))
+    assert engine._admission.waiting["text"] == 0
+    wrapped.release.set()
+    assert all(isinstance(o, np.ndarray) for o in await first)
+    assert len(await engine.encode(texts("a", "b"))) == 2
+    assert "a" not in wrapped.prepared_texts[:3]
+    await engine.stop()
+
+
+async def test_waiting_calls_go_first_come_first_served_per_modality(
+    wrapped: WrappedModel,
+) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30)
+    big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
+    await settle()
+    small = asyncio.create_task(engine.encode(texts("small")))  # would fit, but queues behind
+    image = asyncio.create_task(engine.encode([ImageItem(skimage_data.camera())]))
+    await settle()
+    assert not big.done() and not small.done()
+    assert engine._admission.waiting == {"text": 4, "image": 0}
+    assert engine._admission.outstanding == {"text": 3, "image": 1}  # images have room
+    wrapped.release.set()
+    await asyncio.gather(first, big, small, image)
+    assert wrapped.prepared_texts.index("big 1") < wrapped.prepared_texts.index("small")
+    await engine.stop()
+
+
+async def test_a_caller_leaving_while_waiting_lets_the_next_one_in(
+    wrapped: WrappedModel,
+) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30)
+    big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
+    await settle()
+    small = asyncio.create_task(engine.encode(texts("small")))
+    await settle()
+    big.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await big
+    await settle()
+    assert engine._admission.waiting["text"] == 0
+    assert engine._admission.outstanding["text"] == 4  # small was let in: 3 + 1 fits
+    wrapped.release.set()
+    await asyncio.gather(first, small)
+    assert "big 1" not in wrapped.prepared_texts
+    assert engine._admission.outstanding == {"text": 0, "image": 0}
+    await engine.stop()
+
+
+async def test_the_waiting_room_is_bounded(wrapped: WrappedModel) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30)
+    waiting = asyncio.create_task(engine.encode(texts("w1", "w2", "w3", "w4")))
+    await settle()
+    with pytest.raises(OverloadedError, match=r"text queue is full \(3 of 4 .* 4 waiting\)"):
+        await engine.encode(texts("one more"))
+    with pytest.raises(OverloadedError, match="more than the queue holds"):
+        await engine.encode(texts(*"abcde"))
+    wrapped.release.set()
+    await asyncio.gather(first, waiting)
+    await engine.stop()
+
+
+async def test_stop_refuses_calls_still_waiting(wrapped: WrappedModel) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30)
+    waiting = asyncio.create_task(engine.encode(texts("a", "b")))
+    await settle()
+    stopping = asyncio.create_task(engine.stop(drain_timeout=0.05))
+    with pytest.raises(ServerUnavailableError, match="stopping"):
+        await waiting
+    wrapped.release.set()
+    await stopping
+    await first

@@ -24,35 +24,64 @@ PROTOBUF = "application/x-protobuf"
 CLIPSERVE_MARKER = "x-clipserve"
 
 
+class _Pool:
+    """One ``httpx.AsyncClient`` (a connection pool) and how many streams use it."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.users = 0
+        self.retired = False
+
+
 class HttpTransport(Transport):
     def __init__(self, options: TransportOptions) -> None:
         super().__init__(options)
-        self._client: httpx.AsyncClient | None = None
+        self._pool: _Pool | None = None  # the pool new streams use
+        self._open_pools: set[_Pool] = set()
+        self._closing: set[asyncio.Task[None]] = set()
         self._post_paths: set[str] | None = None
         self.protobuf = False  # True once the server is known to be clipserve
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            options = self.options
-            headers = {"Authorization": options.token} if options.token else {}
-            limit = max(1, options.prefetch)
-            self._client = httpx.AsyncClient(
-                base_url=options.address.http_base,
-                headers=headers,
-                timeout=httpx.Timeout(None, connect=options.connect_timeout),
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                verify=options.ssl_context() or True,
-                trust_env=False,
-            )
-        return self._client
+    def _new_client(self) -> httpx.AsyncClient:
+        options = self.options
+        headers = {"Authorization": options.token} if options.token else {}
+        limit = max(1, options.prefetch)
+        return httpx.AsyncClient(
+            base_url=options.address.http_base,
+            headers=headers,
+            timeout=httpx.Timeout(None, connect=options.connect_timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            verify=options.ssl_context() or True,
+            trust_env=False,
+        )
 
-    async def _discover(self) -> None:
+    def _acquire(self) -> _Pool:
+        if self._pool is None:
+            self._pool = _Pool(self._new_client())
+            self._open_pools.add(self._pool)
+        self._pool.users += 1
+        return self._pool
+
+    def _release(self, pool: _Pool, clean: bool) -> None:
+        """After a stream: retire its pool unless every request it sent was answered."""
+        pool.users -= 1
+        if not clean:
+            pool.retired = True
+            if self._pool is pool:
+                self._pool = None
+        if pool.retired and pool.users == 0 and pool in self._open_pools:
+            self._open_pools.discard(pool)
+            closer = asyncio.ensure_future(pool.client.aclose())
+            self._closing.add(closer)
+            closer.add_done_callback(self._closing.discard)
+
+    async def _discover(self, client: httpx.AsyncClient) -> None:
         """Read ``/openapi.json`` once: which paths accept POST, and is this clipserve?"""
         if self._post_paths is not None:
             return
         try:
             timeout = max(3.0, self.options.connect_timeout)  # then fall back to /post
-            response = await self._http().get("/openapi.json", timeout=timeout)
+            response = await client.get("/openapi.json", timeout=timeout)
         except httpx.ReadTimeout:
             self._post_paths = set()  # like clip-client: no OpenAPI document -> POST /post
             return
@@ -89,7 +118,7 @@ class HttpTransport(Transport):
                 return candidate
         return "/post"
 
-    async def post(self, request: DataRequestProto) -> DataRequestProto:
+    async def post(self, client: httpx.AsyncClient, request: DataRequestProto) -> DataRequestProto:
         path = self._path_for(request)
         if self.protobuf:
             content = request.SerializeToString()
@@ -99,7 +128,7 @@ class HttpTransport(Transport):
             kwargs = {"json": request_to_json_body(request)}
         url = self.options.address.url
         try:
-            response = await self._http().post(path, **kwargs)
+            response = await client.post(path, **kwargs)
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise self._unavailable(exc) from exc
@@ -136,16 +165,17 @@ class HttpTransport(Transport):
     async def stream(
         self, requests: AsyncIterator[DataRequestProto]
     ) -> AsyncIterator[DataRequestProto]:
-        await self._discover()
+        pool = self._acquire()
         replies: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        feeder: asyncio.Task[None] | None = None
         outstanding = 0
-        fed_all = False
+        fed_all = failed = False
 
         async def one(request: DataRequestProto) -> None:
             nonlocal outstanding
             try:
-                result: Any = await self.post(request)
+                result: Any = await self.post(pool.client, request)
             except Exception as exc:  # noqa: BLE001 - handed to the reader below
                 result = exc
             outstanding -= 1
@@ -163,30 +193,36 @@ class HttpTransport(Transport):
                 fed_all = True
                 replies.put_nowait(None)  # wake the reader
 
-        feeder = asyncio.create_task(feed())
         try:
+            await self._discover(pool.client)
+            feeder = asyncio.create_task(feed())
             while True:
                 item = await replies.get()
                 if item is None:
                     if feeder.done() and not feeder.cancelled() and feeder.exception():
                         raise feeder.exception()  # type: ignore[misc]
                 elif isinstance(item, BaseException):
+                    failed = True
                     raise item
                 else:
                     yield item
                 if fed_all and outstanding == 0 and replies.empty():
                     return
         finally:
-            feeder.cancel()
-            for task in list(tasks):
+            clean = not failed and outstanding == 0
+            pending = [task for task in (feeder, *tasks) if task is not None]
+            for task in pending:
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(feeder, *tasks, return_exceptions=True)
+                await asyncio.gather(*pending, return_exceptions=True)
+            self._release(pool, clean and feeder is not None)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        pools, self._open_pools, self._pool = list(self._open_pools), set(), None
+        for pool in pools:
+            await pool.client.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _detail(response: httpx.Response) -> str:

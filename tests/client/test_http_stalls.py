@@ -1,0 +1,97 @@
+"""HTTP after a server is killed: failed attempts must not leave the client waiting forever.
+
+httpcore 1.0.9 keeps a pool slot for good when a request is cancelled after the pool gave it
+a new connection but before that connection connected (encode/httpcore#1093). A stream
+cancels its other requests when one fails, so attempts into a dead server used to fill the
+pool with such slots: later requests waited for a connection forever (no error, an idle
+event loop), and retries reused the same pool. The transport now starts over on a fresh
+pool after any stream that did not finish cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+
+from clipserve import Client
+from clipserve.client.core import next_batch, plan_job
+from clipserve.client.transports import TransportOptions
+from clipserve.client.transports.http import HttpTransport
+from clipserve.client.urls import parse_server
+from clipserve.errors import ServerUnavailableError
+from clipserve.models.hashing import HashModel
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from tests.server_process import HashServerProcess
+
+
+def _requests(count: int, prefix: str) -> list[DataRequestProto]:
+    job = plan_job([f"{prefix} text {i}" for i in range(count * 4)], "/", None, 4, True)
+    return [next_batch(job, index, index * 4).request for index in range(count)]  # type: ignore[union-attr]
+
+
+async def _replies(transport: HttpTransport, requests: list[DataRequestProto]) -> int:
+    async def feed() -> AsyncIterator[DataRequestProto]:
+        for request in requests:
+            yield request
+
+    count = 0
+    async for _ in transport.stream(feed()):
+        count += 1
+    return count
+
+
+async def test_streams_into_a_killed_server_fail_promptly_and_recover_after_restart(
+    server_process: HashServerProcess,
+) -> None:
+    # a pool of 2 connections and 4 requests per stream: requests queue for a connection,
+    # and the ones cancelled after the pool handed them a fresh connection used to leak it
+    options = TransportOptions(parse_server(server_process.url("http")), prefetch=2)
+    transport = HttpTransport(options)
+    try:
+        assert await _replies(transport, _requests(4, "warm")) == 4
+        server_process.kill()
+        for attempt in range(4):  # the old code waited forever from the third attempt on
+            with pytest.raises(ServerUnavailableError):
+                await asyncio.wait_for(_replies(transport, _requests(4, f"dead{attempt}")), 10)
+        server_process.start()
+        assert await asyncio.wait_for(_replies(transport, _requests(4, "back")), 10) == 4
+    finally:
+        await transport.aclose()
+
+
+def test_kill_and_restart_with_more_batches_in_flight_than_connections(
+    server_process: HashServerProcess,
+) -> None:
+    """The user's view: ``prefetch`` per call above the client's (its pool size). Before the
+    fix every retry after the restart timed out on a pool full of leaked slots."""
+    texts = [f"text number {i}" for i in range(600)]
+    restarted = threading.Event()
+
+    def restart_later() -> None:
+        time.sleep(1.0)  # several attempts fail meanwhile
+        server_process.start()
+        restarted.set()
+
+    def items() -> Iterator[str]:
+        for i, text in enumerate(texts):
+            if i == 200:
+                server_process.kill()
+                threading.Thread(target=restart_later, daemon=True).start()
+            yield text
+
+    client = Client(
+        server_process.url("http"),
+        prefetch=2,
+        retries=10,
+        retry_backoff=0.1,
+        connect_timeout=2,
+        timeout=3,
+    )
+    with client:
+        out = client.encode(items(), batch_size=10, prefetch=8)
+    assert restarted.is_set() and server_process.starts == 2
+    np.testing.assert_array_equal(out, HashModel().encode_texts(texts))

@@ -40,6 +40,7 @@ from clipserve.models.registry import load_model
 #: is a count of multiply-adds (fvcore convention); the arithmetic is twice that
 QUOTED_IMAGE_GFLOP = 4.4
 SGEMM = 2048  # square float32 matmul size for the machine's GEMM rate
+SETTLE_S = 0.5  # pause before each timed run
 #: ~12 tokens each with the byte-level tokenizer of random models (10 characters + 2 specials)
 SHORT_TEXTS = ["a red car.", "two dogs!!", "blue house", "my cat zzz", "sunny hill", "old bridge"]
 
@@ -62,12 +63,16 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def interleaved_best(workloads: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Best wall time of each workload, run round-robin so that load from other processes
-    on a shared machine hits all of them alike. One warm-up run each first."""
+    on a shared machine hits all of them alike, with a pause before each. One warm-up run
+    each first."""
     for run in workloads.values():
         run()
     best = dict.fromkeys(workloads, float("inf"))
     for _ in range(repeats):
         for key, run in workloads.items():
+            # onnxruntime's and OpenBLAS's idle threads spin for a while after a run; let
+            # them go to sleep so they do not slow whichever workload comes next
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             run()
             best[key] = min(best[key], time.perf_counter() - started)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from clipserve.errors import ClipServeError, OverloadedError
@@ -27,9 +27,17 @@ class _Waiter:
 class Admission:
     """Counts of admitted items per modality, and the calls waiting for room."""
 
-    def __init__(self, modalities: Iterable[str], max_items: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        modalities: Iterable[str],
+        max_items: int,
+        max_wait_s: float,
+        on_waiting: Callable[[str, int], None] | None = None,
+    ) -> None:
         self.max_items = max_items
         self.max_wait_s = max_wait_s
+        #: told (modality, items waiting) whenever that number changes (a metrics gauge)
+        self._on_waiting = on_waiting
         #: admitted items not yet answered, per modality
         self.outstanding: dict[str, int] = dict.fromkeys(modalities, 0)
         #: items of waiting calls, per modality
@@ -98,13 +106,17 @@ class Admission:
             self.outstanding[modality] += count
 
     def _forget(self, waiter: _Waiter) -> None:
+        self._add_waiting(waiter, -1)
+
+    def _add_waiting(self, waiter: _Waiter, sign: int) -> None:
         for modality, count in waiter.counts.items():
-            self.waiting[modality] -= count
+            self.waiting[modality] += sign * count
+            if self._on_waiting is not None:
+                self._on_waiting(modality, self.waiting[modality])
 
     async def _wait(self, waiter: _Waiter, full: str) -> None:
         self._waiters.append(waiter)
-        for modality, count in waiter.counts.items():
-            self.waiting[modality] += count
+        self._add_waiting(waiter, 1)
         try:
             await asyncio.wait({waiter.future}, timeout=self.max_wait_s)
         except asyncio.CancelledError:  # the caller left: give back what it was granted

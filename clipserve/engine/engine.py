@@ -110,7 +110,13 @@ class Engine:
         self.metrics = metrics or METRICS
         self.stats: dict[Modality, ModalityStats] = {m: ModalityStats() for m in MODALITIES}
         self._state = "new"  # new -> running -> stopping -> stopped
-        self._admission = Admission(MODALITIES, max_queue_items, max_queue_wait_s)
+        waiting_gauge = self.metrics.queue_waiting
+        self._admission = Admission(
+            MODALITIES,
+            max_queue_items,
+            max_queue_wait_s,
+            on_waiting=lambda modality, items: waiting_gauge.labels(modality).set(items),
+        )
         self._idle: asyncio.Event | None = None
         self._stopped = asyncio.Event()
         self._queues: dict[Modality, BatchQueue] = {}

@@ -39,6 +39,12 @@ class Metrics:
             ["modality"],
             registry=registry,
         )
+        self.queue_waiting = Gauge(
+            "clipserve_queue_waiting",
+            "Items of calls waiting for room in a full engine queue (back-pressure).",
+            ["modality"],
+            registry=registry,
+        )
         self.items = Counter(
             "clipserve_items",
             "Items the engine finished, by outcome (ok, invalid, model_error, cancelled, stopped).",

@@ -10,6 +10,7 @@ from skimage import data as skimage_data
 
 from clipserve.engine.engine import Engine
 from clipserve.engine.items import ImageItem, TextItem
+from clipserve.engine.metrics import Metrics
 from clipserve.errors import OverloadedError, ServerUnavailableError
 from tests.engine.helpers import BLOCK, WrappedModel
 
@@ -18,9 +19,13 @@ def texts(*values: str) -> list[TextItem]:
     return [TextItem(value) for value in values]
 
 
-async def blocked_engine(wrapped: WrappedModel, wait_s: float) -> tuple[Engine, asyncio.Task]:
+async def blocked_engine(
+    wrapped: WrappedModel, wait_s: float, metrics: Metrics | None = None
+) -> tuple[Engine, asyncio.Task]:
     """An engine whose text queue (room for 4) holds 3 items stuck in a blocked forward."""
-    engine = Engine(wrapped, max_queue_items=4, max_queue_wait_s=wait_s, max_batch_size=64)
+    engine = Engine(
+        wrapped, max_queue_items=4, max_queue_wait_s=wait_s, max_batch_size=64, metrics=metrics
+    )
     await engine.start()
     first = asyncio.create_task(engine.encode(texts(BLOCK, "x", "y")))
     await asyncio.to_thread(wrapped.forward_entered.wait, 10)
@@ -32,17 +37,25 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_call_that_does_not_fit_waits_for_room(wrapped: WrappedModel) -> None:
-    engine, first = await blocked_engine(wrapped, wait_s=30)
+def waiting_gauge(metrics: Metrics, modality: str) -> float | None:
+    return metrics.registry.get_sample_value("clipserve_queue_waiting", {"modality": modality})
+
+
+async def test_a_call_that_does_not_fit_waits_for_room(
+    wrapped: WrappedModel, metrics: Metrics
+) -> None:
+    engine, first = await blocked_engine(wrapped, wait_s=30, metrics=metrics)
     second = asyncio.create_task(engine.encode(texts("a", "b")))  # 3 + 2 > 4
     await asyncio.sleep(0.1)
     assert not second.done()
     assert engine._admission.waiting["text"] == 2
+    assert waiting_gauge(metrics, "text") == 2
     wrapped.release.set()
     assert all(isinstance(o, np.ndarray) for o in await first)
     assert [o.shape for o in await second] == [(wrapped.dim,)] * 2
     assert wrapped.prepared_texts == [BLOCK, "x", "y", "a", "b"]
     assert engine._admission.outstanding == {"text": 0, "image": 0}
+    assert waiting_gauge(metrics, "text") == 0
     await engine.stop()
 
 

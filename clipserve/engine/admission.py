@@ -57,7 +57,7 @@ class Admission:
         if not counts:
             return
         if self._closed is not None:
-            raise self._closed
+            raise type(self._closed)(str(self._closed))
         for modality, count in counts.items():
             if count > self.max_items:  # can never fit: say so, still as overload
                 raise OverloadedError(
@@ -93,8 +93,8 @@ class Admission:
         while self._waiters:
             waiter = self._waiters.popleft()
             self._forget(waiter)
-            if not waiter.future.done():
-                waiter.future.set_exception(error)
+            if not waiter.future.done():  # each its own instance: each gets its own traceback
+                waiter.future.set_exception(type(error)(str(error)))
 
     # ---- internals ----------------------------------------------------------------------
 

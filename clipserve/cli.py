@@ -1,4 +1,5 @@
-"""``clipserve`` command line: ``serve`` runs the server, ``models`` lists the known models.
+"""``clipserve`` command line: ``serve`` runs the server, ``models`` lists the known models,
+``prepare`` fills the caches (download, ONNX export, int8 quantization) ahead of serving.
 
 This is the one place that turns flags/YAML/environment into a ``ServerConfig`` and runs
 it until SIGINT/SIGTERM, which drain in-flight requests and exit 0.
@@ -40,6 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     models = commands.add_parser("models", help="list the known model names")
     models.add_argument("--cache-dir", default=None, help="model cache directory")
+    prepare = commands.add_parser(
+        "prepare",
+        help="download, export and quantize a model into the caches, then exit",
+        description="Load a model as `serve` would (downloading weights, exporting ONNX and "
+        "quantizing to int8 as needed), encode one text and one image, list the cached files "
+        "and exit: for image builds and offline machines.",
+    )
+    d = DEFAULTS
+    prepare.add_argument("--model", default=d.model, help=f"model name or directory ({d.model})")
+    prepare.add_argument("--backend", choices=BACKENDS, default=d.backend)
+    prepare.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    prepare.add_argument("--device", default=d.device)
+    prepare.add_argument("--cache-dir", default=None, help="model cache directory")
     return parser
 
 
@@ -222,11 +236,44 @@ def _models(cache_dir: str | None) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from clipserve.errors import ClipServeError
+    from clipserve.models.registry import load_model
+
+    started = time.perf_counter()
+    try:
+        model = load_model(
+            args.model,
+            backend=args.backend,
+            device=args.device,
+            cache_dir=args.cache_dir,
+            precision=args.precision,
+        )
+        model.encode_texts(["a photo of a cat"])
+        model.encode_images([np.zeros((64, 64, 3), dtype=np.uint8)])
+    except (ClipServeError, ValueError, OSError) as exc:
+        print(f"clipserve: error: {exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    print(f"clipserve: {model.name} ready in {seconds:.1f}s (dim {model.dim}, backend "
+          f"{model.backend}, precision {model.precision})")  # fmt: skip
+    for path in model.cache_files():
+        print(f"cached: {path}")
+    model.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "models":
         return _models(args.cache_dir)
+    if args.command == "prepare":
+        return _prepare(args)
     if args.command != "serve":
         parser.print_help()
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +65,11 @@ class EmbeddingModel(ABC):
         """Run one tiny batch of each modality so the first request is not slow."""
         self.encode_texts(["warm up"])
         self.encode_images([np.zeros((32, 32, 3), dtype=np.uint8)])
+
+    def cache_files(self) -> tuple[Path, ...]:
+        """Files this model made or read from its on-disk caches (exports, quantized graphs,
+        precomputed tables, downloaded weights); empty when it has none."""
+        return ()
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release resources (sessions, GPU memory). Default: nothing to do."""

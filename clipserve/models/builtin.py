@@ -118,6 +118,9 @@ class BuiltinModel(EmbeddingModel):
         """The cached ONNX exports in use (empty for the torch backend)."""
         return self._onnx.files if self._onnx is not None else ()
 
+    def cache_files(self) -> tuple[Path, ...]:
+        return (self.class_cache_file, *self.onnx_files)
+
     # -- text ---------------------------------------------------------------------------------
 
     def prepare_texts(self, texts: Sequence[str]) -> TokenBatch:

@@ -151,6 +151,9 @@ class TorchClipModel(EmbeddingModel):
                 raise ModelError(f"{self.name}: text forward failed: {exc}") from exc
         return _features(output)
 
+    def cache_files(self) -> tuple[Path, ...]:
+        return (self.source,) if self.source is not None else ()
+
     def close(self) -> None:
         if self.device.type == "cuda":
             self.model.to("cpu")

@@ -105,6 +105,9 @@ class OnnxClipModel(EmbeddingModel):
     def prepare_texts(self, texts: list[str] | tuple[str, ...]) -> TokenBatch:
         return self.tokenizer(texts)
 
+    def cache_files(self) -> tuple[Path, ...]:
+        return self.graphs
+
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         feed = {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)}
         return self._run(self._vision, feed, "image")

@@ -20,6 +20,7 @@ import pytest
 from clipserve.cli import build_parser, config_from_args, main
 from clipserve.server.config import ServerConfig, build_config
 from clipserve.server.tls import TlsFiles
+from tests.models.clip_testkit import save_tiny_clip
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "cli-token"
@@ -188,3 +189,26 @@ def test_tls_files_are_checked_before_binding(tmp_path, tls_pair):
     with pytest.raises(ValueError, match="cannot load TLS"):
         TlsFiles.from_paths(str(tls_pair.key), str(tls_pair.key))
     assert TlsFiles.from_paths(str(tls_pair.cert), str(tls_pair.key)) is not None
+
+
+def test_prepare_fills_the_caches_once_then_exits(tmp_path, capsys):
+    model_dir = save_tiny_clip(tmp_path / "tiny-clip")
+    cache = tmp_path / "cache"
+    argv = ["prepare", "--model", str(model_dir), "--backend", "onnx", "--precision", "int8",
+            "--cache-dir", str(cache)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dim 24, backend onnx, precision int8" in out
+    lines = out.splitlines()
+    cached = [Path(line.removeprefix("cached: ")) for line in lines if line.startswith("cached: ")]
+    assert len(cached) == 2 and all(path.is_file() and cache in path.parents for path in cached)
+    made = [path.stat().st_mtime_ns for path in cached]
+    assert main(argv) == 0  # everything is found in the cache this time
+    assert [path.stat().st_mtime_ns for path in cached] == made
+
+
+def test_prepare_reports_what_it_cannot_load(capsys):
+    assert main(["prepare", "--model", "no-such-model"]) == 1
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    assert main(["prepare", "--model", "hash", "--precision", "int8"]) == 1
+    assert "precision 'int8' needs backend 'onnx'" in capsys.readouterr().err

@@ -38,8 +38,14 @@ def int8_graph(source: Path, cache_dir: Path) -> Path:
     target = cache_dir / "int8" / f"{source.stem}-{digest}.onnx"
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"cannot write the int8 graph of {source} into {target.parent}: {exc}; make the "
+            "cache writable or fill it beforehand with `clipserve prepare`"
+        ) from exc
     os.close(handle)
     try:
         _quantize(source, Path(temporary))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from skimage import data
 
+from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin import BuiltinModel
 from clipserve.models.clip_hf import TorchClipModel
 from clipserve.models.clip_onnx import OnnxClipModel
@@ -88,6 +89,16 @@ def test_int8_graphs_are_made_once_and_follow_the_float_file(
     os.utime(text_graph, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     renewed = OnnxClipModel.from_directory(int8.directory, precision="int8", cache_dir=cache_dir)
     assert renewed.graphs[0] != int8.graphs[0] and renewed.graphs[1] == int8.graphs[1]
+
+
+def test_an_unwritable_cache_is_a_clear_error(
+    pair: tuple[OnnxClipModel, OnnxClipModel], tmp_path: Path
+) -> None:
+    exact, _ = pair
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache directory should be")
+    with pytest.raises(ModelUnavailableError, match="cannot write the int8 graph.*prepare"):
+        OnnxClipModel.from_directory(exact.directory, precision="int8", cache_dir=blocked)
 
 
 def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:

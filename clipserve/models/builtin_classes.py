@@ -11,10 +11,10 @@ wheels we know, and otherwise computed once and stored under the cache directory
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from clipserve.errors import ModelUnavailableError
+from clipserve.models.cache import write_atomically
 
 NUM_CLASSES = 1000
 TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
@@ -138,13 +139,8 @@ def cached_class_embeddings(
         except (OSError, ValueError):
             pass  # corrupt file: recompute and overwrite
     embeddings = embed_classes(texts, encode)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_dir, suffix=".tmp", delete=False) as handle:
-            np.save(handle, embeddings, allow_pickle=False)
-        os.replace(handle.name, path)  # atomic: concurrent starts never read half a file
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # a read-only cache costs a recomputation next start
+        write_atomically(path, lambda file: np.save(file, embeddings, allow_pickle=False))
     return embeddings, path, False
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin_text import TokenBatch
+from clipserve.models.cache import write_atomically
 from clipserve.models.clip_onnx import session_setup
 from clipserve.models.precision import FLOAT, INT8
 from clipserve.models.quantize import int8_graph
@@ -97,25 +96,22 @@ def _export(
     output: str,
 ) -> None:
     """Export to a temporary file, then move it into place (concurrent starts are safe)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(handle)
-    try:
+
+    def export_to(temporary: Path) -> None:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module.eval(),
                 example,
-                temporary,
+                str(temporary),
                 input_names=list(inputs),
                 output_names=[output],
                 dynamic_axes={**inputs, output: {0: "batch"}},
                 opset_version=_OPSET,
                 dynamo=False,  # the TorchScript exporter: fast and dependable for these nets
             )
-        os.replace(temporary, target)
+
+    try:
+        write_atomically(target, export_to)
     except Exception as exc:
         raise ModelUnavailableError(f"exporting the built-in model to ONNX failed: {exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)

@@ -8,9 +8,12 @@ that says what to do instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +33,21 @@ HUB_FILES = [
 SAFETENSORS = ["model.safetensors", "model-*.safetensors", "model.safetensors.index.json"]
 PICKLED = ["pytorch_model.bin", "pytorch_model-*.bin", "pytorch_model.bin.index.json"]
 CONNECT_TIMEOUT_S = 5.0
+
+
+def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write`` fill a temporary file beside ``target``, then rename it into place, so
+    concurrent starts never read half a file. The temporary file is removed if anything
+    fails; errors (``OSError`` for an unwritable directory) reach the caller."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".tmp" + target.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:

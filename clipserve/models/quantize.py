@@ -13,14 +13,12 @@ file (path, size, modification time), onnxruntime's version and this recipe.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from clipserve.errors import ModelUnavailableError
+from clipserve.models.cache import write_atomically
 
 #: part of the cache key: change it when the quantization settings below change
 RECIPE = "dynamic-s8-per-channel-matmul-v1"
@@ -38,23 +36,20 @@ def int8_graph(source: Path, cache_dir: Path) -> Path:
     target = cache_dir / "int8" / f"{source.stem}-{digest}.onnx"
     if target.is_file():
         return target
+
+    def quantize_into(temporary: Path) -> None:
+        try:
+            _quantize(source, temporary)
+        except Exception as exc:
+            raise ModelUnavailableError(f"int8 quantization of {source} failed: {exc}") from exc
+
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
+        write_atomically(target, quantize_into)
     except OSError as exc:
         raise ModelUnavailableError(
             f"cannot write the int8 graph of {source} into {target.parent}: {exc}; make the "
             "cache writable or fill it beforehand with `clipserve prepare`"
         ) from exc
-    os.close(handle)
-    try:
-        _quantize(source, Path(temporary))
-        os.replace(temporary, target)
-    except Exception as exc:
-        raise ModelUnavailableError(f"int8 quantization of {source} failed: {exc}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
     return target
 
 

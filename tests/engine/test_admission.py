@@ -37,6 +37,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def big_then_small(engine: Engine) -> tuple[asyncio.Task, asyncio.Task]:
+    """Behind the blocked 3: a call of 3 texts that must wait, then one of 1 text that would
+    fit (3 + 1 = 4) but has to queue behind it."""
+    big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
+    await settle()
+    small = asyncio.create_task(engine.encode(texts("small")))
+    await settle()
+    return big, small
+
+
 def waiting_gauge(metrics: Metrics, modality: str) -> float | None:
     return metrics.registry.get_sample_value("clipserve_queue_waiting", {"modality": modality})
 
@@ -77,9 +87,7 @@ async def test_waiting_calls_go_first_come_first_served_per_modality(
     wrapped: WrappedModel,
 ) -> None:
     engine, first = await blocked_engine(wrapped, wait_s=30)
-    big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
-    await settle()
-    small = asyncio.create_task(engine.encode(texts("small")))  # would fit, but queues behind
+    big, small = await big_then_small(engine)
     image = asyncio.create_task(engine.encode([ImageItem(skimage_data.camera())]))
     await settle()
     assert not big.done() and not small.done()
@@ -95,10 +103,7 @@ async def test_a_caller_leaving_while_waiting_lets_the_next_one_in(
     wrapped: WrappedModel,
 ) -> None:
     engine, first = await blocked_engine(wrapped, wait_s=30)
-    big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
-    await settle()
-    small = asyncio.create_task(engine.encode(texts("small")))
-    await settle()
+    big, small = await big_then_small(engine)
     big.cancel()
     with pytest.raises(asyncio.CancelledError):
         await big

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import random
 import signal
@@ -36,10 +35,13 @@ import websockets
 from PIL import Image
 from websockets.asyncio.client import connect
 
-from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto
-from clipserve.wire.json_codec import request_to_json
-from clipserve.wire.messages import new_request
-from clipserve.wire.ndarray import read_ndarray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto  # noqa: E402
+from clipserve.wire.json_codec import request_to_json  # noqa: E402
+from clipserve.wire.messages import new_request  # noqa: E402
+from clipserve.wire.ndarray import read_ndarray  # noqa: E402
+from tests.server_process import wait_for_ports  # noqa: E402
 
 PROTOCOLS = ("grpc", "http-json", "http-proto", "websocket")
 SENTENCES = [
@@ -93,13 +95,11 @@ class Server:
              "--grpc-port", "0", "--http-port", "0", "--port-file", str(port_file),
              "--log-level", "warning", *extra],
         )  # fmt: skip
-        deadline = time.monotonic() + 300
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit("the server did not start")
-            time.sleep(0.1)
-        self.ports = json.loads(port_file.read_text())
+        try:
+            self.ports = wait_for_ports(self.proc, port_file, timeout_s=300)
+        except RuntimeError as exc:
+            self.stop()
+            raise SystemExit(f"the server did not start: {exc}") from None
 
     def rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:

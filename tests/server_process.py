@@ -1,5 +1,5 @@
-"""``clipserve serve --model hash`` as a subprocess on loopback, for tests that kill a server
-by PID and start it again on the same ports."""
+"""``clipserve serve`` subprocesses on loopback: waiting for the ports one reports, and a
+hash-model server for tests that kill it by PID and start it again on the same ports."""
 
 from __future__ import annotations
 
@@ -8,6 +8,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def wait_for_ports(process: subprocess.Popen, port_file: Path, timeout_s: float) -> dict:
+    """The ports a ``clipserve serve --port-file`` subprocess reports once it is ready (the
+    server writes the file atomically). ``RuntimeError`` if it exits or times out first."""
+    deadline = time.monotonic() + timeout_s
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"the clipserve subprocess exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the clipserve subprocess was not ready within {timeout_s:g} s")
+        time.sleep(0.05)
+    return json.loads(port_file.read_text())
 
 
 class HashServerProcess:
@@ -29,13 +42,11 @@ class HashServerProcess:
              "--log-level", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("the clipserve subprocess did not start")
-            time.sleep(0.05)
-        self.ports = json.loads(port_file.read_text())
+        try:
+            self.ports = wait_for_ports(self.proc, port_file, timeout_s=60)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         # SIGKILL by PID; Popen.kill tolerates a process that another thread has just reaped

@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.server_process import wait_for_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_clip_client_venv.sh"
@@ -153,15 +154,12 @@ def serve_subprocess(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=server_env
         )
         try:
-            deadline = time.monotonic() + ready_timeout
-            while not port_file.exists() or not port_file.read_text().strip():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    text = Path(log.name).read_text()[-3000:]
-                    raise RuntimeError(f"server did not start ({command}):\n{text}")
-                time.sleep(0.1)
-            time.sleep(0.1)  # the file may be mid-write
-            ports = json.loads(port_file.read_text())
+            try:
+                ports = wait_for_ports(process, port_file, ready_timeout)
+            except RuntimeError as exc:
+                log.flush()
+                text = Path(log.name).read_text()[-3000:]
+                raise RuntimeError(f"server did not start ({command}): {exc}\n{text}") from None
             yield ServerProcess(process, ports.get("grpc"), ports.get("http"))
         finally:
             if process.poll() is None:

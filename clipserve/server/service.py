@@ -164,9 +164,9 @@ class EmbeddingService:
 
     def _options(self, request: DataRequestProto) -> RequestOptions:
         parameters = parameters_named(request, _PARAMETER_TYPES)
-        for key, value in parameters.items():
-            expected = _PARAMETER_TYPES.get(key)
-            if expected is not None and not isinstance(value, expected):
+        for key, value in parameters.items():  # only the named ones were read
+            expected = _PARAMETER_TYPES[key]
+            if not isinstance(value, expected):
                 raise InvalidInputError(
                     f"parameter {key!r} must be a {expected.__name__}, got {value!r}"
                 )

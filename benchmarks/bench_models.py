@@ -27,14 +27,10 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data
 
-from clipserve.models.clip_hf import TorchClipModel
-from clipserve.models.clip_onnx import (
-    OnnxClipModel,
-    configured_threads,
-    onnx_from_torch,
-    physical_cores,
-)
+from clipserve.models.clip.onnx_model import OnnxClipModel, onnx_from_torch
+from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.registry import load_model
+from clipserve.models.runtime import configured_threads, physical_cores
 
 #: the issue's figure for one 224px ViT-B/32 image: the "4.4 GFLOPs" that model tables quote
 #: is a count of multiply-adds (fvcore convention); the arithmetic is twice that

@@ -9,7 +9,7 @@ Accepted names:
 * ``ARCH::random``, e.g. ``ViT-B-32::random``: the full architecture, seeded random
   weights, a byte-level tokenizer; no download (for benchmarks and tests).
 * a local directory: an HF CLIP checkpoint (config + weights + tokenizer + preprocessor
-  config), or a directory exported by ``clipserve.models.clip_onnx`` (loads with onnx).
+  config), or a directory exported by ``clipserve.models.clip.onnx_model`` (loads with onnx).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def load_model(
     check_precision(precision, backend, device)
     name = name or DEFAULT_MODEL
     if name == DEFAULT_MODEL:
-        from clipserve.models.builtin import BuiltinModel
+        from clipserve.models.builtin.model import BuiltinModel
 
         return BuiltinModel(
             backend=backend, device=device, cache_dir=cache_dir, precision=precision
@@ -184,13 +184,13 @@ def _load_directory(
     precision: str,
     name: str | None = None,
 ) -> EmbeddingModel:
-    from clipserve.models import clip_onnx
+    from clipserve.models.clip import onnx_model as clip_onnx
 
     if clip_onnx.is_onnx_directory(path):
         return clip_onnx.OnnxClipModel.from_directory(
             path, name=name, device=device, precision=precision, cache_dir=cache_dir
         )
-    from clipserve.models.clip_hf import TorchClipModel
+    from clipserve.models.clip.torch_model import TorchClipModel
 
     torch_precision = precision if backend == "torch" else FLOAT  # onnx exports from float
     model = TorchClipModel.from_directory(path, name=name, device=device, precision=torch_precision)
@@ -210,14 +210,14 @@ def _load_random(
     cache_dir: str | Path | None,
     precision: str,
 ) -> EmbeddingModel:
-    from clipserve.models.clip_hf import TorchClipModel
+    from clipserve.models.clip.torch_model import TorchClipModel
 
     torch_precision = precision if backend == "torch" else FLOAT  # onnx exports from float
     model = TorchClipModel.random(
         ARCHITECTURES[arch], name=name, device=device, precision=torch_precision
     )
     if backend == "onnx":
-        from clipserve.models import clip_onnx
+        from clipserve.models.clip import onnx_model as clip_onnx
 
         return clip_onnx.onnx_from_torch(
             model, cache_dir=cache_dir, device=device, precision=precision
@@ -240,7 +240,7 @@ def _dim(arch: str) -> int:
 
 def _builtin_dim() -> int:
     try:
-        from clipserve.models.builtin import BUILTIN_DIM  # type: ignore[attr-defined]
+        from clipserve.models.builtin.model import BUILTIN_DIM  # type: ignore[attr-defined]
 
         return int(BUILTIN_DIM)
     except (ImportError, AttributeError):

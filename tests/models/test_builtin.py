@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from clipserve.errors import InvalidInputError
-from clipserve.models.builtin import BUILTIN_NAME, BuiltinModel
+from clipserve.models.builtin.model import BUILTIN_NAME, BuiltinModel
 
 pytestmark = pytest.mark.timeout(900)  # a cold cache on a busy CPU takes minutes
 
@@ -229,7 +229,7 @@ def test_shipped_class_table_matches_the_current_recipe(tmp_path) -> None:
     seconds. If this fails, the recipe or a wheel changed: regenerate the table by building
     ``BuiltinModel(cache_dir=d)`` once and copying ``d/builtin-classes-*.npy`` into
     ``clipserve/models/data/`` (removing the old file)."""
-    from clipserve.models.builtin_classes import SHIPPED_DIR
+    from clipserve.models.builtin.classes import SHIPPED_DIR
 
     fresh = BuiltinModel(cache_dir=tmp_path)
     assert fresh.class_cache_hit

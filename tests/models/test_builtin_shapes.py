@@ -15,8 +15,8 @@ import torch
 from sklearn.datasets import load_sample_images
 from transformers.activations import ACT2FN
 
-from clipserve.models.builtin import IMAGE_CHUNK, BuiltinModel
-from clipserve.models.builtin_text import NativeGelu
+from clipserve.models.builtin.model import IMAGE_CHUNK, BuiltinModel
+from clipserve.models.builtin.text import NativeGelu
 
 pytestmark = pytest.mark.timeout(900)
 TOLERANCE = 1e-5

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from clipserve.models.clip_hf import TorchClipModel
-from clipserve.models.clip_onnx import OnnxClipModel, export_key, is_onnx_directory
+from clipserve.models.clip.onnx_model import OnnxClipModel, export_key, is_onnx_directory
+from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.registry import load_model
 from tests.models.clip_testkit import save_tiny_clip
 

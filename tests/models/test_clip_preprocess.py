@@ -17,7 +17,7 @@ from sklearn.datasets import load_sample_images
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from clipserve.errors import InvalidInputError
-from clipserve.models.clip_preprocess import (
+from clipserve.models.clip.preprocess import (
     ClipTokenizer,
     ImagePreprocessor,
     TokenBatch,

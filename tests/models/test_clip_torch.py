@@ -13,7 +13,7 @@ from skimage import data
 from transformers import AutoTokenizer, CLIPModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from clipserve.models.clip_hf import TorchClipModel
+from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.registry import load_model
 from tests.models.clip_testkit import save_tiny_clip
 

@@ -13,9 +13,9 @@ import torch
 from skimage import data
 
 from clipserve.errors import ModelUnavailableError
-from clipserve.models.builtin import BuiltinModel
-from clipserve.models.clip_hf import TorchClipModel
-from clipserve.models.clip_onnx import OnnxClipModel
+from clipserve.models.builtin.model import BuiltinModel
+from clipserve.models.clip.onnx_model import OnnxClipModel
+from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.registry import load_model
 from clipserve.server.config import ServerConfig
 from tests.models.clip_testkit import save_tiny_clip

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipserve.errors import ModelUnavailableError
-from clipserve.models.clip_hf import TorchClipModel
+from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.hashing import HashModel
 from clipserve.models.registry import (
     DEFAULT_MODEL,
@@ -107,7 +107,7 @@ def test_hash_names() -> None:
 
 
 def test_default_is_the_builtin_model() -> None:
-    builtin = pytest.importorskip("clipserve.models.builtin")
+    builtin = pytest.importorskip("clipserve.models.builtin.model")
     model = load_model(None)
     assert isinstance(model, builtin.BuiltinModel)
     assert model.dim == 384

@@ -31,7 +31,7 @@ DESCRIPTION_WEIGHT = 0.3
 CACHE_ENV = "CLIPSERVE_CACHE_DIR"
 _CACHE_FORMAT = "conse-v1"
 #: class tables shipped inside the package (same file names as the on-disk cache)
-SHIPPED_DIR = Path(__file__).parent / "data"
+SHIPPED_DIR = Path(__file__).parents[1] / "data"
 
 
 def default_cache_dir() -> Path:

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from clipserve.errors import ModelUnavailableError
-from clipserve.models.builtin_text import TokenBatch
+from clipserve.models.builtin.text import TokenBatch
 from clipserve.models.cache import write_atomically
-from clipserve.models.clip_onnx import session_setup
 from clipserve.models.precision import FLOAT, INT8
 from clipserve.models.quantize import int8_graph
+from clipserve.models.runtime import session_setup
 
 _OPSET = 17
 _FORMAT = "onnx-v1"

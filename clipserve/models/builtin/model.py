@@ -21,18 +21,18 @@ import numpy as np
 import torch
 
 from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.builtin_classes import (
+from clipserve.models.builtin.classes import (
     cached_class_embeddings,
     default_cache_dir,
     files_digest,
     load_class_texts,
 )
-from clipserve.models.builtin_text import MiniLMTextEncoder, TokenBatch
-from clipserve.models.builtin_vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
+from clipserve.models.builtin.text import MiniLMTextEncoder, TokenBatch
+from clipserve.models.builtin.vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
 from clipserve.models.precision import BF16, FLOAT, check_precision
 
 if TYPE_CHECKING:
-    from clipserve.models.builtin_onnx import OnnxTowers
+    from clipserve.models.builtin.onnx_towers import OnnxTowers
 
 BUILTIN_NAME = "builtin"
 BUILTIN_DIM = 384
@@ -97,7 +97,7 @@ class BuiltinModel(EmbeddingModel):
         )
         self._onnx: OnnxTowers | None = None
         if backend == "onnx":
-            from clipserve.models.builtin_onnx import OnnxTowers
+            from clipserve.models.builtin.onnx_towers import OnnxTowers
 
             digest = files_digest([lite0_weights_path()]) + text_digest
             self._onnx = OnnxTowers(

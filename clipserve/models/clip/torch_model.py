@@ -18,14 +18,14 @@ import torch
 
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.clip_onnx import configured_threads
-from clipserve.models.clip_preprocess import (
+from clipserve.models.clip.preprocess import (
     ClipTokenizer,
     ImagePreprocessor,
     TokenBatch,
     byte_level_clip_tokenizer,
 )
 from clipserve.models.precision import BF16, FLOAT, check_precision
+from clipserve.models.runtime import configured_threads
 
 #: seed for ``ARCH::random`` weights, so two loads give the same model
 RANDOM_SEED = 0

@@ -1,0 +1,2 @@
+"""OpenAI CLIP (transformers' ``CLIPModel``) on torch and onnxruntime, with its tokenizer
+and image preprocessing."""

@@ -152,10 +152,59 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="with --fetch-uris: comma-separated hosts ('*.example.com' for subdomains)",
     )
     p.add_argument("--port-file", help='write {"grpc": port, "http": port} here once ready')
+    _add_ray_flags(p)
     p.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
         help=f"(default: {d.log_level})",
+    )
+
+
+#: --ray-* flag -> key of the YAML ``ray`` section (clipserve.cluster.settings.RaySettings)
+RAY_FLAGS = {
+    "ray_app": "app",
+    "ray_deploy": "deploy",
+    "ray_keep_app": "keep_app",
+    "ray_num_cpus": "num_cpus",
+    "ray_num_gpus": "num_gpus",
+    "ray_min_replicas": "min_replicas",
+    "ray_max_replicas": "max_replicas",
+    "ray_target_ongoing_requests": "target_ongoing_requests",
+}
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group(
+        "Ray cluster", 'replicas as a Ray Serve deployment (pip install "clipserve[server,ray]")'
+    )
+    ray.add_argument(
+        "--ray",
+        dest="ray_address",
+        metavar="ADDRESS",
+        help="run the model as replicas on a Ray cluster: auto (the cluster this machine is "
+        "in), local (start one here), <head>:6379, or ray://<head>:10001; --replicas then "
+        "counts Ray replicas",
+    )
+    ray.add_argument("--ray-app", help="Serve application name (default: clipserve)")
+    ray.add_argument(
+        "--ray-deploy",
+        choices=("auto", "attach", "replace"),
+        help="auto: deploy the app unless it runs, then attach; attach: only attach (more "
+        "front-ends); replace: redeploy with these settings (default: auto)",
+    )
+    ray.add_argument(
+        "--ray-keep-app",
+        action="store_true",
+        help="leave the app running when this front-end, which deployed it, exits",
+    )
+    ray.add_argument("--ray-num-cpus", type=float, help="CPUs per replica (Ray resource)")
+    ray.add_argument("--ray-num-gpus", type=float, help="GPUs per replica (Ray resource)")
+    ray.add_argument("--ray-min-replicas", type=int, help="autoscaling: fewest replicas")
+    ray.add_argument("--ray-max-replicas", type=int, help="autoscaling: most replicas")
+    ray.add_argument(
+        "--ray-target-ongoing-requests",
+        type=float,
+        help="autoscaling: calls in flight per replica to aim for",
     )
 
 
@@ -188,13 +237,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         uri_policy["allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
     if uri_policy:
         values["uri_policy"] = uri_policy
+    ray = {key: values.pop(flag) for flag, key in RAY_FLAGS.items() if flag in values}
+    if "ray_address" in values:
+        ray["address"] = values.pop("ray_address")
+    if ray:
+        values["ray"] = ray
     return build_config(config_file=config_file, overrides=values)
 
 
 async def _serve(config: ServerConfig) -> int:
-    from clipserve.server.app import ClipServer
-
-    server = ClipServer(config)
+    server = _server_for(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,6 +269,21 @@ async def _serve(config: ServerConfig) -> int:
     await server.stop()
     log.info("clipserve: stopped")
     return 0
+
+
+def _server_for(config: ServerConfig) -> Any:
+    """The single-process server, or with a Ray address the cluster front-end (the only
+    place that imports ``clipserve.cluster``, and so Ray)."""
+    if config.ray and config.ray.get("address"):
+        from clipserve.cluster.connect import prepare_environment
+
+        prepare_environment(config.ray["address"])
+        from clipserve.cluster.frontend import ClusterServer
+
+        return ClusterServer(config)
+    from clipserve.server.app import ClipServer
+
+    return ClipServer(config)
 
 
 def _models(cache_dir: str | None) -> int:

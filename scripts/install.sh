@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates ./.venv and installs clipserve with the server and test extras.
+# Creates ./.venv and installs clipserve with the server, ray and test extras.
 # torch is pinned to the CPU wheel here (the package itself only asks for a range).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +8,4 @@ PYTHON=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[server,test]"
+python -m pip install -q -e ".[server,ray,test]"

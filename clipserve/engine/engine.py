@@ -140,6 +140,11 @@ class Engine:
     def running(self) -> bool:
         return self._state == "running"
 
+    def describe(self) -> dict[str, Any]:
+        """Capacity for /health (the ``EncodingEngine`` seam): inference threads."""
+        running = len(self._replicas) if self._state == "running" else 0
+        return {"replicas": {"wanted": self.replicas, "running": running}}
+
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine cannot start: it is {self._state}")

@@ -1,4 +1,4 @@
-"""A zero-cost stand-in model for benchmarking the service around the model.
+"""Zero-cost stand-in models for benchmarking the service around the model.
 
 ``hash`` / ``hash::<dim>`` embeds each text or image as a unit vector derived from a hash of
 its bytes: each of the digest's 32 bytes picks one row, with a sign, from a fixed table of
@@ -8,11 +8,17 @@ overhead without a real forward pass. Never a default, never for search.
 
 Sums of small integers are exact in float32 in any order, so a row never depends on its batch
 neighbours; random signs keep unrelated inputs near-orthogonal.
+
+``sleep::<ms>`` stands in for an accelerator: the hash embeddings, after a fixed sleep of
+``ms`` milliseconds per forward batch (whatever its size). Sleeping holds no CPU, so many
+replicas on a small machine behave like many GPUs: it measures scaling, routing and
+batching, not compute.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +27,7 @@ from clipserve.errors import InvalidInputError
 from clipserve.models.base import EmbeddingModel, ImageSource
 
 HASH_NAME = "hash"
+SLEEP_NAME = "sleep"
 DEFAULT_HASH_DIM = 512
 DIGEST_BYTES = 32
 TABLE_SEED = 0
@@ -77,6 +84,28 @@ class HashModel(EmbeddingModel):
         # squares of integers summed in float64 are exact too, so the norm is batch-independent
         norms = np.sqrt(np.square(vectors, dtype=np.float64).sum(axis=1, keepdims=True))
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class SleepModel(HashModel):
+    """Hash embeddings after a fixed sleep per forward batch: a simulated accelerator."""
+
+    def __init__(self, milliseconds: float, dim: int = DEFAULT_HASH_DIM) -> None:
+        if not 0 <= milliseconds <= 60_000:
+            raise ValueError(f"sleep model milliseconds must be in 0..60000, got {milliseconds}")
+        super().__init__(dim)
+        self.seconds_per_batch = milliseconds / 1000.0
+        self.name = f"{SLEEP_NAME}::{milliseconds:g}"
+
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds_per_batch)
+        return super().forward_images(pixels)
+
+    def forward_texts(self, tokens: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds_per_batch)
+        return super().forward_texts(tokens)
+
+    def warmup(self) -> None:  # nothing to warm; do not spend two sleeps at start
+        return None
 
 
 def _digest(data: bytes) -> np.ndarray:

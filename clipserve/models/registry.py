@@ -4,6 +4,8 @@ Accepted names:
 
 * ``builtin`` (the default, also ``None``): the bundled model, no download.
 * ``hash`` / ``hash::<dim>``: deterministic hash embeddings, a benchmarking aid.
+* ``sleep::<ms>``: the hash embeddings after sleeping ``ms`` per batch: a simulated
+  accelerator for scaling benchmarks.
 * ``ARCH::PRETRAINED`` in CLIP-as-service style, e.g. ``ViT-B-32::openai``: a public
   Hugging Face CLIP checkpoint, taken from the hub cache or downloaded into it.
 * ``ARCH::random``, e.g. ``ViT-B-32::random``: the full architecture, seeded random
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clipserve.models.base import EmbeddingModel
-from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
+from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, SLEEP_NAME, HashModel, SleepModel
 from clipserve.models.precision import FLOAT, check_precision
 
 DEFAULT_MODEL = "builtin"
@@ -94,7 +96,7 @@ class ModelInfo:
 
 
 def known_names() -> list[str]:
-    names = [DEFAULT_MODEL, HASH_NAME, f"{HASH_NAME}::<dim>", *PRETRAINED]
+    names = [DEFAULT_MODEL, HASH_NAME, f"{HASH_NAME}::<dim>", f"{SLEEP_NAME}::<ms>", *PRETRAINED]
     return names + [f"{arch}::{RANDOM_WEIGHTS}" for arch in ARCHITECTURES]
 
 
@@ -108,6 +110,12 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelInfo]:
             HASH_NAME,
             DEFAULT_HASH_DIM,
             "hash embeddings for benchmarking (no meaning; hash::<dim> for other sizes)",
+            True,
+        ),
+        ModelInfo(
+            f"{SLEEP_NAME}::<ms>",
+            DEFAULT_HASH_DIM,
+            "hash embeddings after sleeping <ms> per batch: a simulated accelerator",
             True,
         ),
     ]
@@ -155,6 +163,8 @@ def load_model(
         )
     if name == HASH_NAME or name.startswith(f"{HASH_NAME}::"):
         return HashModel(_hash_dim(name))
+    if name.startswith(f"{SLEEP_NAME}::"):
+        return SleepModel(_sleep_ms(name))
     options: dict[str, Any] = dict(
         backend=backend, device=device, cache_dir=cache_dir, precision=precision
     )
@@ -232,6 +242,16 @@ def _hash_dim(name: str) -> int:
     if not suffix.isdigit():
         raise ValueError(f"hash model name must be 'hash' or 'hash::<dim>', got {name!r}")
     return int(suffix)
+
+
+def _sleep_ms(name: str) -> float:
+    suffix = name.partition("::")[2]
+    try:
+        return float(suffix)
+    except ValueError:
+        raise ValueError(
+            f"sleep model name must be 'sleep::<milliseconds per batch>', got {name!r}"
+        ) from None
 
 
 def _dim(arch: str) -> int:

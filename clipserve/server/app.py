@@ -16,13 +16,13 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
-from clipserve.engine import Engine
+from clipserve.engine import EncodingEngine, Engine
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.auth import TokenAuth
@@ -43,6 +43,9 @@ from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
 MiB = 1024 * 1024
+#: builds the engine instead of loading the model here (``clipserve.cluster`` passes one
+#: that sends the work to replicas on a Ray cluster); the server starts and stops it
+EngineFactory = Callable[[ServerConfig, Metrics], EncodingEngine]
 
 
 class _Uvicorn(uvicorn.Server):
@@ -62,13 +65,15 @@ class ClipServer:
         *,
         model: EmbeddingModel | None = None,
         metrics: Metrics | None = None,
+        engine_factory: EngineFactory | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or METRICS
         self.model = model
         self._owns_model = model is None
+        self._engine_factory = engine_factory
         self._replicas: list[EmbeddingModel] = []
-        self.engine: Engine | None = None
+        self.engine: EncodingEngine | None = None
         self.service: Any = None
         self.grpc: GrpcFrontend | None = None
         self.http_state: HttpState | None = None
@@ -115,6 +120,10 @@ class ClipServer:
 
     async def _start_engine(self) -> Any:
         config = self.config
+        if self._engine_factory is not None:
+            self.engine = self._engine_factory(config, self.metrics)
+            await self.engine.start()
+            return self._start_service(self.engine.model.name)
         if self.model is None:
             self.model = await in_daemon_thread(load_configured_model, config)
         model = self.model
@@ -133,8 +142,6 @@ class ClipServer:
             replicas = self._replicas
             log.info("clipserve: %d model replicas on %s", len(self._replicas),
                      ", ".join(replica_devices(config)))  # fmt: skip
-        from clipserve.server.service import EmbeddingService
-
         self.engine = Engine(
             replicas,
             max_batch_size=config.max_batch_size,
@@ -146,11 +153,17 @@ class ClipServer:
             metrics=self.metrics,
         )
         await self.engine.start()
+        return self._start_service(model.name)
+
+    def _start_service(self, model_name: str) -> Any:
+        from clipserve.server.service import EmbeddingService
+
+        assert self.engine is not None
         self.service = EmbeddingService(
             self.engine,
-            model_name=model.name,
-            limits=limits_from(config.limits),
-            uri_policy=uri_policy_from(config.uri_policy),
+            model_name=model_name,
+            limits=limits_from(self.config.limits),
+            uri_policy=uri_policy_from(self.config.uri_policy),
             metrics=self.metrics,
         )
         return self.service
@@ -181,6 +194,9 @@ class ClipServer:
         uv_config = uvicorn.Config(
             app,
             lifespan="off",
+            # h11 always: uvicorn would switch to httptools whenever it happens to be
+            # installed (clipserve[ray] brings it), and the server should not change with that
+            http="h11",
             log_level="warning",
             access_log=False,
             ssl_certfile=str(tls.cert) if tls else None,
@@ -285,13 +301,15 @@ def running_server(
     model: EmbeddingModel | None = None,
     metrics: Metrics | None = None,
     start_timeout: float = 300.0,
+    engine_factory: EngineFactory | None = None,
 ) -> Iterator[RunningServer]:
     """Run a whole server in a background thread (own event loop) until the block exits.
 
-    ``config`` defaults to ``loopback_config()``; pass ``model`` to reuse a loaded model.
+    ``config`` defaults to ``loopback_config()``; pass ``model`` to reuse a loaded model,
+    or ``engine_factory`` to serve through another engine (a Ray cluster's replicas).
     """
     config = config or loopback_config()
-    server = ClipServer(config, model=model, metrics=metrics)
+    server = ClipServer(config, model=model, metrics=metrics, engine_factory=engine_factory)
     started = threading.Event()
     outcome: dict[str, Any] = {}
 

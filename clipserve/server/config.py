@@ -76,6 +76,9 @@ class ServerConfig:
     #: ``clipserve.server.uri_fetch.UriPolicy`` or a mapping of its fields (None: never fetch)
     uri_policy: Any = None
     log_level: str = "info"
+    #: the Ray path (``clipserve.cluster.settings.RaySettings`` fields); with an ``address``
+    #: the model runs as replicas on a Ray cluster (None: this process runs it)
+    ray: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -114,6 +117,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:
             raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
+        if self.ray is not None and not isinstance(self.ray, Mapping):
+            raise ValueError(f"ray must be a mapping of Ray settings, got {self.ray!r}")
+        if self.ray and not self.ray.get("address"):
+            raise ValueError("ray settings need ray.address (auto, local, <head>:<port>)")
 
     @property
     def tls(self) -> bool:
@@ -137,7 +144,7 @@ class ServerConfig:
 
 FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(ServerConfig))
 #: settings that are mappings of their own (merged field by field across sources)
-NESTED = ("limits", "uri_policy")
+NESTED = ("limits", "uri_policy", "ray")
 #: YAML keys spelled like their flags, accepted for the field names
 ALIASES = {"max_batch_wait_ms": "max_wait_ms", "shutdown_grace": "shutdown_grace_s"}
 

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from clipserve.engine.seam import CAPACITY_OK, CAPACITY_UNAVAILABLE
 from clipserve.errors import ClipServeError, InputRefusedError
 from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher, parse_request
@@ -201,8 +202,10 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
 def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         ready = state.ready
-        body = {"status": "ok" if ready else "draining", **state.service.info()}
-        if path == "/readyz" and not ready:
+        info = state.service.info()
+        capacity = info.pop("status", CAPACITY_OK)  # the engine's: ok, degraded, unavailable
+        body = {"status": capacity if ready else "draining", **info}
+        if path == "/readyz" and (not ready or capacity == CAPACITY_UNAVAILABLE):
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 

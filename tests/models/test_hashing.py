@@ -61,3 +61,22 @@ def test_a_row_never_depends_on_its_batch() -> None:
     shuffled = model.encode_texts(texts[::-1])[::-1]
     assert np.array_equal(whole, alone) and np.array_equal(whole, shuffled)
     assert len({row.tobytes() for row in whole}) == len(texts)
+
+
+def test_sleep_model_is_the_hash_model_after_one_sleep_per_batch(monkeypatch) -> None:
+    from clipserve.models import hashing
+    from clipserve.models.registry import load_model
+
+    slept: list[float] = []
+    monkeypatch.setattr(hashing.time, "sleep", slept.append)
+    model = load_model("sleep::20")
+    assert model.name == "sleep::20" and model.dim == 512
+    texts = [f"text {i}" for i in range(40)]
+    assert np.array_equal(model.encode_texts(texts), HashModel().encode_texts(texts))
+    assert np.array_equal(model.encode_images([b"png"]), HashModel().encode_images([b"png"]))
+    assert slept == [0.02, 0.02]  # one sleep per forward batch, whatever its size
+    model.warmup()
+    assert slept == [0.02, 0.02]  # warming up a simulated accelerator costs nothing
+    for bad in ("sleep::", "sleep::fast", "sleep::-1"):
+        with pytest.raises(ValueError, match="sleep"):
+            load_model(bad)

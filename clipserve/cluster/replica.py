@@ -1,0 +1,146 @@
+"""One model replica on the cluster: a Ray Serve deployment class around a clipserve Engine.
+
+Each replica loads its own model copy and runs the same ``Engine`` as the single-process
+server, so dynamic batching across calls, per-batch text padding and the bounded queue all
+happen here, next to the model. A call carries one chunk of one request (see ``payload``);
+the replica works on up to ``max_ongoing_requests`` calls at once and its engine batches
+their items together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from clipserve.cluster.payload import Packed, Value, items_of, pack
+from clipserve.engine import Engine
+from clipserve.engine.metrics import Metrics
+
+log = logging.getLogger("clipserve.cluster")
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What a replica needs to load its model and run its engine (JSON-able: it is the
+    ``args`` of the Serve application in a config file)."""
+
+    model: str = "builtin"
+    backend: str = "torch"
+    device: str = "cpu"
+    precision: str = "float"
+    cache_dir: str | None = None
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    preprocess_workers: int = 2
+    #: bounded queue: room for every call the replica may hold (max_ongoing x chunk)
+    max_queue_items: int = 4096
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> ReplicaSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ValueError(f"unknown replica setting(s): {', '.join(unknown)}")
+        return cls(**args)
+
+    def as_args(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EmbedderReplica:
+    """The Serve deployment class (see ``app.embedder_deployment``)."""
+
+    async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]
+        from clipserve.models.registry import load_model
+
+        self.spec = ReplicaSpec.from_args(spec)
+        s = self.spec
+        model = await asyncio.to_thread(
+            load_model,
+            s.model,
+            backend=s.backend,
+            device=s.device,
+            cache_dir=s.cache_dir,
+            precision=s.precision,
+        )
+        await asyncio.to_thread(model.warmup)
+        self.model = model
+        self.metrics = Metrics(CollectorRegistry())  # this replica's own numbers
+        self.engine = Engine(
+            model,
+            max_batch_size=s.max_batch_size,
+            max_wait_ms=s.max_wait_ms,
+            max_queue_items=s.max_queue_items,
+            preprocess_workers=s.preprocess_workers,
+            metrics=self.metrics,
+        )
+        await self.engine.start()
+        self.calls_in_flight = 0
+        self.identity = _identity()
+        log.info("clipserve replica %s: %s ready on %s", self.identity["replica"], model.name,
+                 self.identity["node_ip"])  # fmt: skip
+
+    async def encode(self, values: list[Value]) -> Packed:
+        """Embed one chunk; every input gets one outcome, in order."""
+        self.calls_in_flight += 1
+        try:
+            if all(type(value) is str for value in values):
+                outcomes = await self.engine.encode_texts(values)  # type: ignore[arg-type]
+            else:
+                outcomes = await self.engine.encode(items_of(values))
+        finally:
+            self.calls_in_flight -= 1
+        return pack(outcomes)
+
+    def info(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "name": m.name,
+            "dim": m.dim,
+            "backend": m.backend,
+            "precision": m.precision,
+            "max_batch_size": self.spec.max_batch_size,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Who this replica is, and its engine's metrics (queue depth, batch sizes...)."""
+        families = [
+            (family.name, family.type, family.documentation,
+             [(s.name, dict(s.labels), s.value) for s in family.samples])
+            for family in self.metrics.registry.collect()
+        ]  # fmt: skip
+        return {**self.identity, "calls_in_flight": self.calls_in_flight, "families": families}
+
+    async def check_health(self) -> None:
+        if not self.engine.running:
+            raise RuntimeError("the replica's engine is not running")
+
+    def __del__(self) -> None:
+        """Serve calls this once the replica is drained (no call in flight): free the model
+        (GPU memory) before the process goes."""
+        model = self.__dict__.pop("model", None)
+        if model is not None:
+            model.close()
+
+
+def _identity() -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    context = ray.get_runtime_context()
+    try:
+        replica = serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside Serve (a test constructing the class directly)
+        replica = f"pid{os.getpid()}"
+    return {
+        "replica": replica,
+        "actor_id": context.get_actor_id(),
+        "node_id": context.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }

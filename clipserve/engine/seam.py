@@ -1,0 +1,50 @@
+"""The engine seam: what the service and the front-ends need from an engine.
+
+``Engine`` runs the model in this process. ``clipserve.cluster.RayEngine`` sends the same
+calls to model replicas on a Ray cluster, each replica running an ``Engine`` of its own.
+Everything above this seam (service, gRPC/HTTP/WebSocket, metrics) sees no difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from clipserve.engine.items import Item
+
+#: ``describe()["status"]`` values: what /health reports as the serving capacity
+CAPACITY_OK, CAPACITY_DEGRADED, CAPACITY_UNAVAILABLE = "ok", "degraded", "unavailable"
+
+
+class ModelDescription(Protocol):
+    """What callers read about the served model."""
+
+    name: str
+    dim: int
+    backend: str
+    precision: str
+
+
+class EncodingEngine(Protocol):
+    """Items in, one outcome each out (an embedding or the ``ClipServeError`` for it)."""
+
+    max_batch_size: int
+
+    @property
+    def model(self) -> ModelDescription: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, drain_timeout: float = 10.0) -> None: ...
+
+    async def encode(self, items: Iterable[Item]) -> list[Any]: ...
+
+    async def encode_texts(self, texts: Sequence[str]) -> list[Any]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Capacity for /health: ``replicas`` (wanted, running) and optionally ``status``
+        (``ok``, ``degraded``, ``unavailable``) and engine-specific sections."""
+        ...

@@ -167,6 +167,7 @@ RAY_FLAGS = {
     "ray_keep_app": "keep_app",
     "ray_num_cpus": "num_cpus",
     "ray_num_gpus": "num_gpus",
+    "ray_max_replicas_per_node": "max_replicas_per_node",
     "ray_min_replicas": "min_replicas",
     "ray_max_replicas": "max_replicas",
     "ray_target_ongoing_requests": "target_ongoing_requests",
@@ -199,6 +200,9 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
     )
     ray.add_argument("--ray-num-cpus", type=float, help="CPUs per replica (Ray resource)")
     ray.add_argument("--ray-num-gpus", type=float, help="GPUs per replica (Ray resource)")
+    ray.add_argument(
+        "--ray-max-replicas-per-node", type=int, help="spread replicas: at most this many a node"
+    )
     ray.add_argument("--ray-min-replicas", type=int, help="autoscaling: fewest replicas")
     ray.add_argument("--ray-max-replicas", type=int, help="autoscaling: most replicas")
     ray.add_argument(

@@ -12,6 +12,7 @@ runs a real ``clipserve.engine.Engine``, so batching happens next to the model.
     replica             the Embedder deployment class (one model + one Engine)
     frontend_replica    the Frontend deployment class (a ClipServer inside the cluster)
     engine              RayEngine: the engine seam over the handle; resends on replica loss
+    calls               requests -> calls of whole chunks, as many as the replicas take
     monitor             replica states and per-replica engine metrics for /health, /metrics
     payload             what crosses the handle
     frontend            ``clipserve serve --ray``: ClusterServer

@@ -1,11 +1,11 @@
 """The front-end's engine on a Ray cluster: the same calls as ``clipserve.engine.Engine``,
 answered by model replicas through a Serve ``DeploymentHandle``.
 
-A request's inputs cross the handle in chunks of ``chunk_items`` (one full batch by default),
-one call per chunk: per-item calls through Ray would cost far more than the items. Chunks of
-one request go out together, so a large request spreads over several replicas; each
-replica's own engine batches across the calls it holds. Serve's router picks the replica
-(power of two choices on queue length).
+Inputs cross the handle in calls of up to ``chunk_items`` (see ``calls``): a large request
+becomes several calls, which spread over replicas; small requests waiting together share a
+call. Per-item calls through Ray would cost far more than the items. Each replica's own
+engine batches across the calls it holds. Serve's router picks the replica (power of two
+choices on queue length).
 
 Failures: a call whose replica dies (actor killed, node lost) is resent, up to
 ``max_retries`` times; encoding is idempotent and only the answer of the attempt that
@@ -24,10 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
+from clipserve.cluster.calls import CallBatcher
 from clipserve.cluster.monitor import ClusterMonitor
 from clipserve.cluster.payload import Value, unpack, values_of
 from clipserve.cluster.settings import EMBEDDER, RaySettings
@@ -95,6 +96,8 @@ class RayEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._collector = _Collector(self)
+        self._batcher: CallBatcher | None = None
+        self.queued_items = 0  # at this front-end, waiting for a call slot
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -116,6 +119,10 @@ class RayEngine:
         self._model = RemoteModel(info["name"], info["dim"], info["backend"], info["precision"])
         self.max_batch_size = int(info["max_batch_size"])
         self.chunk_items = self.settings.call_items(self.max_batch_size)
+        self._batcher = CallBatcher(
+            self._encode_call, self.chunk_items, self._capacity, self._queue_depth
+        )
+        self._batcher.start()
         self.metrics.registry.register(self._collector)
         self._state = "running"
 
@@ -127,6 +134,8 @@ class RayEngine:
         self._admission.close(ServerUnavailableError("the front-end is stopping"))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), drain_timeout)
+        if self._batcher is not None:
+            await self._batcher.stop()
         await self.monitor.stop()
         if started:
             self.metrics.registry.unregister(self._collector)
@@ -138,6 +147,11 @@ class RayEngine:
         cluster.update(self.cluster_info)
         cluster["calls"] = dict(self.calls)
         cluster["chunk_items"] = self.chunk_items
+        cluster["front_end"] = {
+            "queued_items": self.queued_items,
+            "calls_in_flight": self._batcher.calls_in_flight if self._batcher else 0,
+            "max_calls_in_flight": self._capacity(),
+        }
         return described
 
     # ---- the calls the service makes ----------------------------------------------------
@@ -161,20 +175,27 @@ class RayEngine:
         counts = {"text": texts, "image": len(values) - texts}
         await self._admission.reserve(counts)
         self._idle.clear()
+        assert self._batcher is not None
         try:
-            size = self.chunk_items
-            chunks = [values[i : i + size] for i in range(0, len(values), size)]
-            parts = await asyncio.gather(*(self._encode_chunk(chunk) for chunk in chunks))
+            return await self._batcher.submit(values)
         finally:
             for modality, count in counts.items():
                 if count:
                     self._admission.release(modality, count)
             if not self._admission.busy:
                 self._idle.set()
-        return [outcome for part in parts for outcome in part]
 
-    async def _encode_chunk(self, values: list[Value]) -> list[Any]:
+    async def _encode_call(self, values: list[Value]) -> list[Any]:
         return unpack(await self._call("encode", values), len(values))
+
+    def _capacity(self) -> int:
+        """Calls in flight at most: every replica's ``max_ongoing_requests``."""
+        snapshot = self.monitor.snapshot
+        per_replica = snapshot.max_ongoing or self.settings.max_ongoing_requests
+        return max(1, snapshot.wanted) * per_replica
+
+    def _queue_depth(self, items: int) -> None:
+        self.queued_items = items
 
     # ---- one call, resent when its replica dies -----------------------------------------
 
@@ -291,4 +312,14 @@ class _Collector:
             "Replicas this front-end saw die during a call (actor or node lost).",
         )
         failures.add_metric([], self.engine.monitor.replica_failures)
-        return [calls, failures, *self.engine.monitor.collect()]
+        queued = GaugeMetricFamily(
+            "clipserve_cluster_queued_items",
+            "Items at this front-end waiting for a call slot (all replicas' slots busy).",
+        )
+        queued.add_metric([], self.engine.queued_items)
+        in_flight = GaugeMetricFamily(
+            "clipserve_cluster_calls_in_flight", "Calls from this front-end not yet answered."
+        )
+        batcher = self.engine._batcher
+        in_flight.add_metric([], batcher.calls_in_flight if batcher else 0)
+        return [calls, failures, queued, in_flight, *self.engine.monitor.collect()]

@@ -53,6 +53,8 @@ class Snapshot:
     error: str | None = None
     #: False when the Serve controller did not answer the last time
     reachable: bool = True
+    #: the deployment's max_ongoing_requests as deployed (None until read)
+    max_ongoing: int | None = None
 
 
 class ClusterMonitor:
@@ -218,6 +220,9 @@ def _parse(details: dict[str, Any], app: str, deployment: str) -> Snapshot:
     entry = (application.get("deployments") or {}).get(deployment) or {}
     snapshot.deployment_status = str(_enum_value(entry.get("status", "UNKNOWN")))
     snapshot.wanted = int(entry.get("target_num_replicas") or 0)
+    deployed = entry.get("deployment_config") or {}
+    if deployed.get("max_ongoing_requests"):
+        snapshot.max_ongoing = int(deployed["max_ongoing_requests"])
     for item in entry.get("replicas") or []:
         snapshot.replicas.append(
             Replica(

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from clipserve.cluster.payload import Packed, Value, items_of, pack
 from clipserve.engine import Engine
 from clipserve.engine.metrics import Metrics
+from clipserve.models.runtime import THREADS_ENV
 
 log = logging.getLogger("clipserve.cluster")
 
@@ -60,6 +61,7 @@ class EmbedderReplica:
 
         self.spec = ReplicaSpec.from_args(spec)
         s = self.spec
+        _threads_from_ray()
         model = await asyncio.to_thread(
             load_model,
             s.model,
@@ -126,6 +128,16 @@ class EmbedderReplica:
         model = self.__dict__.pop("model", None)
         if model is not None:
             model.close()
+
+
+def _threads_from_ray() -> None:
+    """Inference threads = the CPUs Ray gave this replica (``num_cpus``), not the node's
+    cores, so replicas sharing a node do not oversubscribe it (CLIPSERVE_THREADS wins)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus and not os.environ.get(THREADS_ENV):
+        os.environ[THREADS_ENV] = str(max(1, int(cpus)))
 
 
 def _identity() -> dict[str, Any]:

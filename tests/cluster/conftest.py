@@ -47,6 +47,12 @@ from clipserve.cluster.frontend import ray_engine_factory  # noqa: E402
 from clipserve.cluster.settings import ray_settings_of  # noqa: E402
 from clipserve.engine.metrics import Metrics  # noqa: E402
 from clipserve.server.app import RunningServer, loopback_config, running_server  # noqa: E402
+from tests.compat.conftest import (  # noqa: E402, F401 - the compat fixtures, for test_clip_client_ray
+    builtin_model,
+    clip_client_python,
+    compat_cert,
+    photos,
+)
 
 #: fake CPUs per node: replicas ask for one each, and the machine has two real cores
 NODE_CPUS = 4
@@ -66,14 +72,23 @@ class TwoNodes:
         return {self.head.node_id, self.worker.node_id}
 
 
-@pytest.fixture(scope="module")
-def two_nodes() -> Iterator[TwoNodes]:
-    """Head + worker on 127.0.0.1; this process joins as the driver; Serve without its
-    HTTP proxy (clipserve's front-ends are the way in)."""
-    node = {"num_cpus": NODE_CPUS, "include_dashboard": False, "object_store_memory": 96 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args=dict(node))
+@contextlib.contextmanager
+def two_node_cluster(
+    num_gpus: int = 0, resources: dict[str, float] | None = None
+) -> Iterator[TwoNodes]:
+    """Head + worker on 127.0.0.1 (``num_gpus`` and ``resources`` per node: fake ones are
+    fine, nothing checks them against hardware); this process joins as the driver; Serve
+    runs without its HTTP proxy (clipserve's front-ends are the way in)."""
+    node: dict[str, Any] = {
+        "num_cpus": NODE_CPUS,
+        "num_gpus": num_gpus,
+        "object_store_memory": 96 << 20,
+    }
+    if resources:
+        node["resources"] = dict(resources)
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
-        worker = cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=96 << 20)
+        worker = cluster.add_node(**node)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
@@ -83,6 +98,13 @@ def two_nodes() -> Iterator[TwoNodes]:
             serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[TwoNodes]:
+    """One two-node cluster for the test module."""
+    with two_node_cluster() as nodes:
+        yield nodes
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

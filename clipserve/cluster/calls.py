@@ -1,0 +1,121 @@
+"""How a front-end turns requests into calls to replicas: whole chunks, never single items.
+
+Every request's inputs join one FIFO (``BatchQueue``, the engine's own batcher). A call takes
+up to ``chunk_items`` of them: a large request is cut into several calls, which go to
+several replicas; small requests waiting together share one call. At most ``capacity()``
+calls are in flight (replicas x ``max_ongoing_requests``): the rest wait here, in the bounded
+queue, rather than in Ray's router, and the next call takes everything that piled up
+meanwhile. So a burst of one-sentence requests costs a few full calls, not one call each,
+while a lone request is sent at once (no waiting to fill a chunk).
+
+A call that fails fails every request it carried items of (the caller maps the error:
+``ServerUnavailableError`` is retryable); its answers land in place, so each request's
+outcomes stay in input order whatever calls they travelled in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from clipserve.engine.batcher import BatchQueue, Group, Span
+from clipserve.errors import ServerUnavailableError
+
+Send = Callable[[list[Any]], Awaitable[list[Any]]]
+
+
+class CallBatcher:
+    """Queue of request inputs -> calls of up to ``chunk_items``, ``capacity()`` at a time."""
+
+    def __init__(
+        self,
+        send: Send,
+        chunk_items: int,
+        capacity: Callable[[], int],
+        on_depth_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self._send = send
+        self._capacity = capacity
+        self._queue = BatchQueue(chunk_items, 0.0, on_depth_change)
+        self._in_flight = 0
+        self._slot_freed = asyncio.Event()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._groups: set[Group] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self._in_flight
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._dispatch())
+
+    async def stop(self) -> None:
+        """Stop sending: calls in flight are cancelled (the engine drained them first) and
+        whatever is still unanswered fails with ``ServerUnavailableError``."""
+        tasks = [t for t in (self._loop_task, *self._calls) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for group in list(self._groups):
+            if not group.future.done():
+                group.future.set_exception(
+                    ServerUnavailableError("the front-end stopped before this request's answer")
+                )
+
+    async def submit(self, values: list[Any]) -> list[Any]:
+        """One outcome per value, in order; raises what a call carrying them raised."""
+        group = Group(values, asyncio.get_running_loop().create_future())
+        self._queue.put(group)
+        self._groups.add(group)
+        try:
+            return await group.future
+        finally:
+            self._groups.discard(group)
+            group.future.cancel()  # the caller left: its unsent items are skipped
+
+    async def _dispatch(self) -> None:
+        while True:
+            while self._in_flight >= max(1, self._capacity()):
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            batch = await self._queue.next_batch()
+            self._in_flight += 1
+            task = asyncio.create_task(self._call(batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _call(self, batch: list[Span]) -> None:
+        try:
+            values = [value for span in batch for value in span.inputs()]
+            try:
+                outcomes = await self._send(values)
+            except Exception as exc:
+                for span in batch:
+                    if not span.group.future.done():  # each its own instance and traceback
+                        span.group.future.set_exception(_fresh(exc))
+                return
+            offset = 0
+            for span in batch:
+                group = span.group
+                count = len(span)
+                if not group.future.done():
+                    group.outcomes[span.start : span.stop] = outcomes[offset : offset + count]
+                    group.remaining -= count
+                    if not group.remaining:
+                        group.future.set_result(group.outcomes)
+                offset += count
+        finally:
+            self._in_flight -= 1
+            self._slot_freed.set()
+
+
+def _fresh(exc: Exception) -> Exception:
+    try:
+        return type(exc)(str(exc))
+    except TypeError:  # an exception class with other constructor arguments: share it
+        return exc

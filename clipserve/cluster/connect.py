@@ -244,4 +244,5 @@ def _replicas_text(options: dict[str, Any]) -> str:
     scaling = options.get("autoscaling_config")
     if scaling:
         return f"{scaling.get('min_replicas', 1)}..{scaling.get('max_replicas', 1)} replicas"
-    return f"{options.get('num_replicas', 1)} replicas"
+    count = options.get("num_replicas", 1)
+    return f"{count} replica{'s' if count != 1 else ''}"

@@ -85,11 +85,15 @@ class ClusterServer:
         self._ray = RayThread()
 
     async def start(self) -> None:
-        self.session = await self._ray.run(open_session, self.config, self.settings)
-        self.server = ClipServer(
-            self.config, metrics=self.metrics, engine_factory=ray_engine_factory(self.session)
-        )
-        await self.server.start()
+        try:
+            self.session = await self._ray.run(open_session, self.config, self.settings)
+            self.server = ClipServer(
+                self.config, metrics=self.metrics, engine_factory=ray_engine_factory(self.session)
+            )
+            await self.server.start()
+        except BaseException:
+            await self.stop()  # delete an app deployed in vain, leave the cluster
+            raise
         engine = self.server.engine
         assert engine is not None
         served = engine.model.name

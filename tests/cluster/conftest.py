@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,8 @@ class TwoNodes:
     cluster: Any
     head: Any
     worker: Any
+    #: the head's Ray Client server (``ray://127.0.0.1:<port>``)
+    client_port: int
 
     @property
     def address(self) -> str:
@@ -86,13 +89,15 @@ def two_node_cluster(
     }
     if resources:
         node["resources"] = dict(resources)
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    client_port = free_port()
+    head = {**node, "include_dashboard": False, "ray_client_server_port": client_port}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
     try:
         worker = cluster.add_node(**node)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
-        yield TwoNodes(cluster, cluster.head_node, worker)
+        yield TwoNodes(cluster, cluster.head_node, worker, client_port)
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -143,6 +148,12 @@ def deployment_details(app: str, deployment: str = "Embedder") -> dict[str, Any]
 
 def running_replicas(app: str) -> list[dict[str, Any]]:
     return [r for r in deployment_details(app)["replicas"] if r["state"] == "RUNNING"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:

@@ -104,9 +104,11 @@ def run_load(urls: list[str], *, clients: int, seconds: float, kind: str = "text
 
 
 @contextlib.contextmanager
-def server(args: list[str], log_name: str) -> Iterator[ServerProcess]:
+def server(
+    args: list[str], log_name: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     log = Path(tempfile.gettempdir()) / f"bench-ray-{log_name}.log"
-    with serve_subprocess([*args, "--log-level", "warning"], log_file=log) as process:
+    with serve_subprocess([*args, "--log-level", "warning"], log_file=log, env=env) as process:
         yield process
 
 
@@ -135,19 +137,23 @@ def local_cluster(cpus: int) -> Iterator[str]:
 
 
 def overhead(opts: argparse.Namespace) -> None:
+    # the same inference threads on both sides: torch's own count in the single process,
+    # OMP_NUM_THREADS = num_cpus in the Ray replica (Ray sets it)
+    threads = {"OMP_NUM_THREADS": str(opts.threads)}
     single = ["--model", "builtin"]
-    on_ray = [*single, "--ray", "local", "--ray-num-cpus", str(os.cpu_count() or 2)]
+    on_ray = [*single, "--ray", "local", "--ray-num-cpus", str(opts.threads)]
     rows = []
     for kind, batch in (("texts", 64), ("images", IMAGE_BATCH)):
         best = {"single process": 0.0, "Ray path": 0.0}
         for _ in range(opts.rounds):  # interleaved, best of each: the machine is shared
             for name, args in (("single process", single), ("Ray path", on_ray)):
-                with server(args, name.replace(" ", "-")) as process:
+                with server(args, name.replace(" ", "-"), threads) as process:
                     rate = run_load([grpc_url(process)], clients=opts.clients, kind=kind,
                                     batch=batch, seconds=opts.seconds)  # fmt: skip
                 best[name] = max(best[name], rate)
         rows.append((kind, best["single process"], best["Ray path"]))
-    print("\n| built-in model | single process items/s | Ray path items/s | Ray / single |")
+    print(f"\n{opts.threads} inference thread(s) each, {opts.clients} client processes")
+    print("| built-in model | single process items/s | Ray path items/s | Ray / single |")
     print("|---|---|---|---|")
     for kind, one, ray_rate in rows:
         print(f"| {kind} | {one:.0f} | {ray_rate:.0f} | {ray_rate / one:.2f} |")
@@ -162,12 +168,14 @@ def scaling(opts: argparse.Namespace) -> None:
     with local_cluster(cpus=64) as address:
         for count in replicas:
             deploy = ["--model", model, "--ray", address, "--replicas", str(count),
-                      "--ray-num-cpus", "1", "--ray-deploy", "replace"]  # fmt: skip
+                      "--ray-num-cpus", "1", "--ray-deploy", "replace",
+                      *chunk_config(opts.chunk)]  # fmt: skip
             with server(deploy, "fe1") as first:
                 for fronts in frontends:
                     with contextlib.ExitStack() as stack:
                         procs = [first]
-                        attach = ["--model", model, "--ray", address, "--ray-deploy", "attach"]
+                        attach = ["--model", model, "--ray", address, "--ray-deploy", "attach",
+                                  *chunk_config(opts.chunk)]  # fmt: skip
                         for index in range(1, fronts):
                             procs.append(stack.enter_context(server(attach, f"fe{index + 1}")))
                         clients = max(opts.clients, 2 * fronts)
@@ -178,7 +186,7 @@ def scaling(opts: argparse.Namespace) -> None:
                             seconds=opts.seconds, prefetch=prefetch,
                         )  # fmt: skip
     print(f"\n{model}: {opts.batch_ms:g} ms per batch of up to 32 = {per_replica:.0f} items/s "
-          "per replica at best")  # fmt: skip
+          f"per replica at best; {opts.chunk or 32} items per call")  # fmt: skip
     head = " | ".join(
         f"{f} front-end{'s' if f > 1 else ''} items/s | efficiency" for f in frontends
     )
@@ -225,10 +233,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--clients", type=int, default=3, help="load processes")
     parser.add_argument("--rounds", type=int, default=2, help="overhead: interleaved rounds")
+    parser.add_argument("--threads", type=int, default=1, help="overhead: inference threads")
     parser.add_argument("--batch-ms", type=float, default=100.0, help="scaling: sleep per batch")
     parser.add_argument("--replicas", default="1,2,4,8", help="scaling: replica counts")
     parser.add_argument("--frontends", default="1,2", help="scaling: front-end counts")
     parser.add_argument("--chunks", default="32,128", help="ceiling: items per call to try")
+    parser.add_argument("--chunk", type=int, default=None, help="scaling: items per call")
     opts = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(f"# bench_ray {opts.what} - {time.strftime('%Y-%m-%d')} - {os.cpu_count()} cores "

@@ -25,9 +25,9 @@ from ray import serve
 
 from clipserve import Client
 from tests.cluster.conftest import TwoNodes, front_end, ray_config, wait_until
-from tests.compat.harness import DriverResults, run_driver
+from tests.compat.harness import DriverResults
 from tests.compat.test_clip_client_builtin import (  # noqa: F401 - the same tests, re-run here
-    build_ops,
+    drive,
     expected,
     test_a_bad_image_fails_the_call_naming_the_document,
     test_embeddings_equal_the_model_in_process,
@@ -130,20 +130,9 @@ def run(
     compat_cert: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> DriverResults:
-    """Every op of the compatibility suite through one clip-client process."""
-    scheme: str = request.param
-    server = servers["tls" if scheme == "grpcs" else "plain"]
-    port = server.grpc_port if scheme.startswith("grpc") else server.http_port
-    results = run_driver(
-        clip_client_python,
-        {"default": {"server": f"{scheme}://127.0.0.1:{port}"}},
-        build_ops(photos),
-        tmp_path_factory.mktemp(f"clip-client-ray-{scheme}"),
-        ca_file=compat_cert[0] if scheme == "grpcs" else None,
-        timeout=600,
-    )
-    results.label = scheme
-    return results
+    """Every op of the compatibility suite through one clip-client process: grpc, http and
+    websocket to an in-cluster Frontend, grpcs to the attached TLS front-end."""
+    return drive(request.param, servers, clip_client_python, photos, compat_cert, tmp_path_factory)
 
 
 def test_the_frontends_health_shows_the_shared_replicas(servers: dict[str, Any]) -> None:

@@ -96,7 +96,19 @@ def run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> DriverResults:
     """Every op through one clip-client process speaking this protocol."""
-    scheme: str = request.param
+    return drive(request.param, servers, clip_client_python, photos, compat_cert, tmp_path_factory)
+
+
+def drive(
+    scheme: str,
+    servers: dict[str, Any],
+    clip_client_python: Path,
+    photos: Photos,
+    compat_cert: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> DriverResults:
+    """Run every op through one clip-client process speaking ``scheme`` to
+    ``servers["plain"]`` or, for a TLS scheme, ``servers["tls"]``."""
     server = servers["tls" if scheme in TLS_SCHEMES else "plain"]
     port = server.grpc_port if scheme.startswith("grpc") else server.http_port
     results = run_driver(

@@ -174,3 +174,45 @@ def test_images_dropped_on_an_open_server_over_http(open_server, page, photo_fil
         first = page.locator(f'#zeroshot-results [data-image="{name}"] .ranking li').first
         expect(first).to_have_attribute("data-caption", caption)
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_clipserve_js_in_the_browser_with_shrunk_images(secured_server, page, photo_files):
+    """The module as a JavaScript developer imports it from the server, in Chromium: both
+    transports with the token, and ``imageMaxSide`` shrinking a photo before it is sent
+    (a smaller upload, nearly the same embedding)."""
+    page.goto(f"https://127.0.0.1:{secured_server.http_port}/")
+    photo = base64.b64encode(photo_files["chelsea.jpg"].read_bytes()).decode()
+    outcome = page.evaluate(
+        """async ({token, photo}) => {
+            const js = await import('/static/clipserve.js');
+            const bytes = Uint8Array.from(atob(photo), c => c.charCodeAt(0));
+            const file = new File([bytes], 'chelsea.jpg', {type: 'image/jpeg'});
+            const sent = [];
+            const fetch = (url, init = {}) => {
+              if (init.method === 'POST') sent.push(init.body.byteLength);
+              return globalThis.fetch(url, init);
+            };
+            const origin = window.location.origin;
+            const http = new js.Client(origin, {token, fetch});
+            const small = new js.Client(origin, {token, fetch, imageMaxSide: 128});
+            const ws = new js.Client(origin.replace('https:', 'wss:'), {token});
+            const [full] = await http.encode([file]);
+            const [shrunk] = await small.encode([file]);
+            const [overWs, text] = await ws.encode([file, 'a photo of a cat']);
+            ws.close();
+            return {
+              sent, dim: full.length, canShrink: js.canShrinkImages(),
+              fullVsShrunk: js.cosine(full, shrunk), httpVsWs: js.cosine(full, overWs),
+              textVsImage: js.cosine(text, full),
+            };
+        }""",
+        {"token": TOKEN, "photo": photo},
+    )
+    assert outcome["canShrink"] and outcome["dim"] == secured_server.model.dim
+    original = photo_files["chelsea.jpg"].stat().st_size
+    full_request, shrunk_request = outcome["sent"]
+    assert full_request > original > shrunk_request * 3, outcome["sent"]
+    assert outcome["httpVsWs"] > 0.99999
+    assert 0.9 < outcome["fullVsShrunk"] < 0.99999, outcome  # shrunk, yet the same picture
+    assert outcome["textVsImage"] > 0.5
+    assert page.errors == []  # type: ignore[attr-defined]

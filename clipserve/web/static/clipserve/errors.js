@@ -16,43 +16,22 @@
 export class ClipServeError extends Error {
   constructor(message, options) {
     super(message, options);
-    this.name = 'ClipServeError';
+    this.name = new.target.name; // each subclass is named after itself
   }
 }
 
-export class InvalidInputError extends ClipServeError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'InvalidInputError';
-  }
-}
+export class InvalidInputError extends ClipServeError {}
 
-export class InputRefusedError extends InvalidInputError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'InputRefusedError';
-  }
-}
+export class InputRefusedError extends InvalidInputError {}
 
-export class AuthenticationError extends ClipServeError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'AuthenticationError';
-  }
-}
+export class AuthenticationError extends ClipServeError {}
 
-export class OverloadedError extends ClipServeError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'OverloadedError';
-  }
-}
+export class OverloadedError extends ClipServeError {}
 
 export class RemoteError extends ClipServeError {
   /** @param {Array<{index:number,input:unknown,reason:string}>} [failures] */
   constructor(message, failures = [], options) {
     super(message, options);
-    this.name = 'RemoteError';
     this.failures = failures;
   }
 }
@@ -60,24 +39,13 @@ export class RemoteError extends ClipServeError {
 export class PartialFailureError extends RemoteError {
   constructor(message, failures, results, options) {
     super(message, failures, options);
-    this.name = 'PartialFailureError';
     this.results = results;
   }
 }
 
-export class ServerUnavailableError extends ClipServeError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'ServerUnavailableError';
-  }
-}
+export class ServerUnavailableError extends ClipServeError {}
 
-export class ClientTimeoutError extends ClipServeError {
-  constructor(message, options) {
-    super(message, options);
-    this.name = 'ClientTimeoutError';
-  }
-}
+export class ClientTimeoutError extends ClipServeError {}
 
 /** Errors worth retrying: the server was unreachable, slow, or full. */
 export function isTransient(error) {

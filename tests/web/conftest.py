@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,14 +93,13 @@ def chromium() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def node() -> str:
-    """A Node.js >= 20 executable."""
+def node() -> list[str]:
+    """A Node.js >= 20 command line, with WebSocket turned on where it is still a flag."""
     path = shutil.which("node")
     if path is None:
         required_or_skip("Node.js is not installed")
-    import subprocess
-
-    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-    if int(version.strip().lstrip("v").split(".")[0]) < 20:
-        required_or_skip(f"Node.js {version.strip()} is older than 20")
-    return path
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+    major = int(version.lstrip("v").split(".")[0])
+    if major < 20:
+        required_or_skip(f"Node.js {version} is older than 20")
+    return [path, "--experimental-websocket"] if major < 22 else [path]

@@ -14,10 +14,13 @@ from tests.web.conftest import REPO
 pytestmark = pytest.mark.node
 
 
-def test_clipserve_js_under_node_test(node: str) -> None:
+def test_clipserve_js_under_node_test(node: list[str]) -> None:
     env = {**os.environ, "CLIPSERVE_PYTHON": sys.executable}
-    # Node 20 has WebSocket behind a flag; later versions ignore it
-    command = [node, "--experimental-websocket", "--test", "--test-reporter=spec", "tests/js/"]
+    files = sorted(
+        str(path.relative_to(REPO)) for path in (REPO / "tests" / "js").glob("*.test.mjs")
+    )
+    assert files, "no clipserve.js tests found"
+    command = [*node, "--test", "--test-reporter=spec", *files]
     done = subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
     )

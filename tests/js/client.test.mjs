@@ -24,12 +24,17 @@ const TRANSPORTS = [
 
 for (const [name, makeClient] of TRANSPORTS) {
   describe(name, () => {
-    test('encode gives the Python client\'s embeddings, in input order', async () => {
+    test("encode gives the Python client's embeddings, in input order", async () => {
       const client = makeClient();
       const inputs = ['a photo of a cat', IMAGE, 'a dog', new Blob([OTHER_IMAGE])];
       try {
         const embeddings = await client.encode(inputs, { batchSize: 3 });
-        const expected = await pythonEmbeddings(server.http, [inputs[0], IMAGE, 'a dog', OTHER_IMAGE]);
+        const expected = await pythonEmbeddings(server.http, [
+          inputs[0],
+          IMAGE,
+          'a dog',
+          OTHER_IMAGE,
+        ]);
         assert.equal(embeddings.length, 4);
         embeddings.forEach((row, i) => {
           assert.ok(row instanceof Float32Array);
@@ -45,7 +50,7 @@ for (const [name, makeClient] of TRANSPORTS) {
       }
     });
 
-    test('rank orders each query\'s matches, best first, with CLIP scores', async () => {
+    test("rank orders each query's matches, best first, with CLIP scores", async () => {
       const client = makeClient();
       try {
         const [byText, byImage] = await client.rank([
@@ -59,7 +64,10 @@ for (const [name, makeClient] of TRANSPORTS) {
         for (const { matches, embedding } of [byText, byImage]) {
           assert.equal(embedding.length, 512);
           const cosines = matches.map((m) => m.cosine);
-          assert.deepEqual(cosines, [...cosines].sort((a, b) => b - a));
+          assert.deepEqual(
+            cosines,
+            [...cosines].sort((a, b) => b - a),
+          );
           const total = matches.reduce((sum, m) => sum + m.clipScore, 0);
           assert.ok(Math.abs(total - 1) < 1e-4, `clip scores sum to ${total}`);
           assert.deepEqual(matches.map((m) => m.index).sort(), [0, 1, 2]);
@@ -109,7 +117,10 @@ test('texts are cut into batches, and at most `prefetch` requests are open at on
   assert.equal(progress.length, 11);
   assert.deepEqual(progress.at(-1), { done: 21, failed: 0, total: 21 });
   const done = progress.map((p) => p.done);
-  assert.deepEqual(done, [...done].sort((a, b) => a - b));
+  assert.deepEqual(
+    done,
+    [...done].sort((a, b) => a - b),
+  );
   const [again] = await client.encode([texts[20]]);
   assert.deepEqual(embeddings[20], again); // in input order whatever the reply order
 });

@@ -36,7 +36,10 @@ const urls = (server) => [
 ];
 
 describe('auth', () => {
-  for (const [name, url] of [['HTTP', () => guarded.http], ['WebSocket', () => guarded.ws]]) {
+  for (const [name, url] of [
+    ['HTTP', () => guarded.http],
+    ['WebSocket', () => guarded.ws],
+  ]) {
     test(`${name}: the right token is accepted, a wrong or missing one refused`, async () => {
       const right = new Client(url(), { token: TOKEN });
       const wrong = new Client(url(), { token: 'guess' });
@@ -67,19 +70,31 @@ describe('auth', () => {
   });
 });
 
-for (const [name, url] of [['HTTP', () => open.http], ['WebSocket', () => open.ws]]) {
+for (const [name, url] of [
+  ['HTTP', () => open.http],
+  ['WebSocket', () => open.ws],
+]) {
   describe(`${name}: per-input failures`, () => {
     test('a bad image fails alone; the good inputs keep their results', async () => {
       const client = new Client(url());
       const tooBig = new Uint8Array(5000).fill(7); // above the server's max_image_bytes
-      const inputs = ['fine', tooBig, 'data:image/png;base64,@@not base64@@', 'ok', Uint8Array.of(1, 2)];
+      const inputs = [
+        'fine',
+        tooBig,
+        'data:image/png;base64,@@not base64@@',
+        'ok',
+        Uint8Array.of(1, 2),
+      ];
       try {
         const error = await client.encode(inputs, { batchSize: 2 }).then(
           () => assert.fail('encode should have failed'),
           (e) => e,
         );
         assert.ok(error instanceof PartialFailureError, `${error.name}: ${error.message}`);
-        assert.deepEqual(error.failures.map((f) => f.index), [1, 2]);
+        assert.deepEqual(
+          error.failures.map((f) => f.index),
+          [1, 2],
+        );
         assert.equal(error.failures[0].input, tooBig);
         assert.match(error.failures[0].reason, /above the limit/); // said by the server
         assert.match(error.failures[1].reason, /base64/); // found before sending
@@ -109,7 +124,7 @@ for (const [name, url] of [['HTTP', () => open.http], ['WebSocket', () => open.w
       }
     });
 
-    test('a request above the server\'s limit is refused as a whole', async () => {
+    test("a request above the server's limit is refused as a whole", async () => {
       const client = new Client(url(), { batchSize: 10 });
       const texts = Array.from({ length: 10 }, (_, i) => `t${i}`);
       try {
@@ -129,7 +144,7 @@ for (const [name, url] of [['HTTP', () => open.http], ['WebSocket', () => open.w
 describe('abort', () => {
   const texts = Array.from({ length: 60 }, (_, i) => `sentence ${i}`);
 
-  test('HTTP: an aborted call stops sending and rejects with the signal\'s reason', async () => {
+  test("HTTP: an aborted call stops sending and rejects with the signal's reason", async () => {
     const { fetch, counts } = countingFetch();
     const client = new Client(open.http, { fetch, batchSize: 1, prefetch: 2 });
     const controller = new AbortController();
@@ -148,7 +163,10 @@ describe('abort', () => {
     const reason = new Error('user left');
     try {
       await assert.rejects(
-        client.encode(texts, { signal: controller.signal, onProgress: () => controller.abort(reason) }),
+        client.encode(texts, {
+          signal: controller.signal,
+          onProgress: () => controller.abort(reason),
+        }),
         (error) => error === reason,
       );
       assert.ok(counts.frames <= 3, `${counts.frames} requests were sent after the abort`);

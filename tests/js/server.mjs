@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const VENV_PYTHON = join(REPO, '.venv', 'bin', 'python');
-export const PYTHON = process.env.CLIPSERVE_PYTHON || (existsSync(VENV_PYTHON) ? VENV_PYTHON : 'python3');
+export const PYTHON =
+  process.env.CLIPSERVE_PYTHON || (existsSync(VENV_PYTHON) ? VENV_PYTHON : 'python3');
 const START_TIMEOUT_MS = 120_000; // a failsafe: the wait itself is on the port file appearing
 
 /**
@@ -20,9 +21,26 @@ const START_TIMEOUT_MS = 120_000; // a failsafe: the wait itself is on the port 
 export async function startServer(options = {}) {
   const folder = mkdtempSync(join(tmpdir(), 'clipserve-js-'));
   const portFile = join(folder, 'ports.json');
-  const args = ['-m', 'clipserve', 'serve', '--model', 'hash', '--host', '127.0.0.1',
-    '--http-port', '0', '--protocols', 'http,websocket', '--port-file', portFile,
-    '--log-level', 'warning', '--shutdown-grace', '1', ...(options.args || [])];
+  const args = [
+    '-m',
+    'clipserve',
+    'serve',
+    '--model',
+    'hash',
+    '--host',
+    '127.0.0.1',
+    '--http-port',
+    '0',
+    '--protocols',
+    'http,websocket',
+    '--port-file',
+    portFile,
+    '--log-level',
+    'warning',
+    '--shutdown-grace',
+    '1',
+    ...(options.args || []),
+  ];
   if (options.yaml) {
     writeFileSync(join(folder, 'config.yaml'), options.yaml);
     args.push('--config', join(folder, 'config.yaml'));
@@ -33,7 +51,10 @@ export async function startServer(options = {}) {
   child.stderr.on('data', (chunk) => (stderr += chunk));
   const ports = await new Promise((resolve, reject) => {
     const watcher = watch(folder, () => check());
-    const failsafe = setTimeout(() => finish(new Error(`no port file within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+    const failsafe = setTimeout(
+      () => finish(new Error(`no port file within ${START_TIMEOUT_MS} ms`)),
+      START_TIMEOUT_MS,
+    );
     const onExit = (code) => finish(new Error(`clipserve exited with code ${code}: ${stderr}`));
     child.once('exit', onExit);
     function finish(error, value) {

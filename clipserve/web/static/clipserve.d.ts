@@ -3,13 +3,7 @@
 /** A sentence, or an image: bytes, a Blob/File, a URL, or a data: URI string. Strings are
  * sentences unless they are a data: URI, an http(s) URL, or a file name with an image
  * extension (fetched relative to the page in a browser). */
-export type Input =
-  | string
-  | Blob
-  | ArrayBuffer
-  | ArrayBufferView
-  | URL
-  | DocumentInput;
+export type Input = string | Blob | ArrayBuffer | ArrayBufferView | URL | DocumentInput;
 
 /** The explicit form, like a docarray Document: exactly one of text, blob or uri. */
 export interface DocumentInput {
@@ -109,8 +103,14 @@ export interface ProfileResult {
   model: number;
 }
 
-export declare const DEFAULTS: Readonly<Required<Pick<ClientOptions,
-  'batchSize' | 'prefetch' | 'timeout' | 'retries' | 'retryBackoff' | 'httpFormat'>>>;
+export declare const DEFAULTS: Readonly<
+  Required<
+    Pick<
+      ClientOptions,
+      'batchSize' | 'prefetch' | 'timeout' | 'retries' | 'retryBackoff' | 'httpFormat'
+    >
+  >
+>;
 
 export declare class Client {
   /** http(s)://, ws(s):// or websocket(s)://host:port[/path]; relative URLs resolve

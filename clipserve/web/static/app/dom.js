@@ -19,8 +19,7 @@ export function el(tag, attributes = {}, ...children) {
     if (key === 'dataset') Object.assign(node.dataset, value);
     else if (key === 'style') {
       for (const [name, v] of Object.entries(value)) node.style.setProperty(name, v);
-    }
-    else if (key in node && typeof value !== 'string') node[key] = value;
+    } else if (key in node && typeof value !== 'string') node[key] = value;
     else node.setAttribute(key, value === true ? '' : value);
   }
   node.append(...children.flat().filter((child) => child !== null && child !== undefined));

@@ -22,8 +22,12 @@ export function renderHeatmap(images, captions, ranked) {
   const head = el(
     'thead',
     {},
-    el('tr', {}, el('th', { scope: 'col' }, 'Image'),
-      captions.map((caption) => el('th', { scope: 'col' }, caption))),
+    el(
+      'tr',
+      {},
+      el('th', { scope: 'col' }, 'Image'),
+      captions.map((caption) => el('th', { scope: 'col' }, caption)),
+    ),
   );
   const body = el(
     'tbody',
@@ -35,15 +39,17 @@ export function renderHeatmap(images, captions, ranked) {
         {},
         el('th', { scope: 'row' }, el('img', { src: image.url, alt: '' }), image.name),
         cosines.map((value) =>
-          value === null
-            ? el('td', {}, '–')
-            : cell(value, (value - low) / span, value === best),
+          value === null ? el('td', {}, '–') : cell(value, (value - low) / span, value === best),
         ),
       );
     }),
   );
   table.replaceChildren(
-    el('caption', {}, 'Cosine similarity of each image (rows) with each caption (columns); the best caption per image is outlined.'),
+    el(
+      'caption',
+      {},
+      'Cosine similarity of each image (rows) with each caption (columns); the best caption per image is outlined.',
+    ),
     head,
     body,
   );
@@ -52,6 +58,9 @@ export function renderHeatmap(images, captions, ranked) {
 
 function cell(value, heat, best) {
   const classes = [best && 'best', heat > 0.55 && 'hot'].filter(Boolean).join(' ');
-  return el('td', { class: classes || undefined, style: { '--heat': heat.toFixed(3) } },
-    value.toFixed(2));
+  return el(
+    'td',
+    { class: classes || undefined, style: { '--heat': heat.toFixed(3) } },
+    value.toFixed(2),
+  );
 }

@@ -8,6 +8,7 @@ import { acceptChosen, acceptDrops, displayName } from './files.js';
 
 const SHOWN = 60;
 const TYPING_PAUSE_MS = 150;
+const RESORT_MS = 250; // while images stream in, the results are re-sorted at most this often
 
 export function setupSearch({ currentClient, onConnectionError }) {
   const progress = document.getElementById('index-progress');
@@ -22,6 +23,7 @@ export function setupSearch({ currentClient, onConnectionError }) {
   let querying = null;
   let query = null; // {text, vector}
   let typingTimer = 0;
+  let resortTimer = 0;
 
   function add(files) {
     for (const file of files) {
@@ -52,7 +54,12 @@ export function setupSearch({ currentClient, onConnectionError }) {
               rows.forEach((row, k) => (pending[start + k].embedding = row));
               for (const f of failures) pending[f.index].failed = f.reason;
               showProgress();
-              if (query) render();
+              if (query && !resortTimer) {
+                resortTimer = setTimeout(() => {
+                  resortTimer = 0;
+                  if (query) render();
+                }, RESORT_MS);
+              }
             },
           },
         );
@@ -111,14 +118,23 @@ export function setupSearch({ currentClient, onConnectionError }) {
       .filter((image) => image.embedding)
       .map((image) => ({ image, score: cosine(query.vector, image.embedding) }))
       .sort((a, b) => b.score - a.score);
-    results.replaceChildren(...ranked.slice(0, SHOWN).map(({ image, score }, i) => tile(image, score, i)));
+    results.replaceChildren(
+      ...ranked.slice(0, SHOWN).map(({ image, score }, i) => tile(image, score, i)),
+    );
     if (!ranked.length) {
-      setStatus(status, images.length ? 'Waiting for the images to be embedded…' : 'Add images to search them.');
+      setStatus(
+        status,
+        images.length ? 'Waiting for the images to be embedded…' : 'Add images to search them.',
+      );
       return;
     }
     const best = ranked[0];
     const more = ranked.length > SHOWN ? ` (the first ${SHOWN} shown)` : '';
-    setStatus(status, `${ranked.length} images sorted for “${query.text}”${more}. Best: ${best.image.name}.`, 'ok');
+    setStatus(
+      status,
+      `${ranked.length} images sorted for “${query.text}”${more}. Best: ${best.image.name}.`,
+      'ok',
+    );
   }
 
   function tile(image, score, position) {
@@ -130,8 +146,13 @@ export function setupSearch({ currentClient, onConnectionError }) {
         'figure',
         {},
         el('img', { src: image.url, alt: image.name, loading: 'lazy', decoding: 'async' }),
-        el('figcaption', {}, el('span', { class: 'rank' }, `${position + 1}.`), ` ${image.name} `,
-          el('span', { class: 'score' }, score.toFixed(3))),
+        el(
+          'figcaption',
+          {},
+          el('span', { class: 'rank' }, `${position + 1}.`),
+          ` ${image.name} `,
+          el('span', { class: 'score' }, score.toFixed(3)),
+        ),
       ),
     );
   }

@@ -32,16 +32,22 @@ export function setupZeroShot({ currentClient, onConnectionError }) {
     );
     const dropped = files.length - images.length;
     const note = dropped > 0 ? ` (the first ${MAX_IMAGES}; ${dropped} left out)` : '';
-    setStatus(status, `${images.length} ${images.length === 1 ? 'image' : 'images'} chosen${note}.`);
+    setStatus(
+      status,
+      `${images.length} ${images.length === 1 ? 'image' : 'images'} chosen${note}.`,
+    );
     if (images.length) rank();
   }
 
   async function rank() {
     const client = currentClient();
     if (!client) return;
-    const captions = [...new Set(captionsBox.value.split('\n').map((c) => c.trim()))].filter(Boolean);
+    const captions = [...new Set(captionsBox.value.split('\n').map((c) => c.trim()))].filter(
+      Boolean,
+    );
     if (!images.length) return setStatus(status, 'Choose at least one image first.', 'error');
-    if (captions.length < 2) return setStatus(status, 'Write at least two captions, one per line.', 'error');
+    if (captions.length < 2)
+      return setStatus(status, 'Write at least two captions, one per line.', 'error');
     running?.abort();
     const controller = new AbortController();
     running = controller;
@@ -75,14 +81,15 @@ export function setupZeroShot({ currentClient, onConnectionError }) {
     }
     show(ranked, captions);
     const note = failures.length ? ` ${explain(new RemoteError('', failures))}` : '';
-    setStatus(status, `Ranked ${captions.length} captions for ${images.length} images.${note}`,
-      failures.length ? 'error' : 'ok');
+    setStatus(
+      status,
+      `Ranked ${captions.length} captions for ${images.length} images.${note}`,
+      failures.length ? 'error' : 'ok',
+    );
   }
 
   function show(ranked, captions) {
-    results.replaceChildren(
-      ...images.map((image, i) => card(image, ranked[i])),
-    );
+    results.replaceChildren(...images.map((image, i) => card(image, ranked[i])));
     renderHeatmap(images, captions, ranked);
   }
 
@@ -101,8 +108,13 @@ function card(image, result) {
   const heading = el('h3', {}, image.name);
   const picture = el('img', { src: image.url, alt: image.name, decoding: 'async' });
   if (!result) {
-    return el('li', { class: 'card failed', dataset: { image: image.name } }, picture, heading,
-      el('p', {}, 'This image could not be read.'));
+    return el(
+      'li',
+      { class: 'card failed', dataset: { image: image.name } },
+      picture,
+      heading,
+      el('p', {}, 'This image could not be read.'),
+    );
   }
   const list = el(
     'ol',
@@ -112,8 +124,11 @@ function card(image, result) {
         'li',
         { dataset: { caption: match.input.text } },
         el('span', { class: 'caption' }, match.input.text),
-        el('span', { class: 'bar', 'aria-hidden': 'true' },
-          el('span', { style: { width: `${Math.max(1, match.clipScore * 100)}%` } })),
+        el(
+          'span',
+          { class: 'bar', 'aria-hidden': 'true' },
+          el('span', { style: { width: `${Math.max(1, match.clipScore * 100)}%` } }),
+        ),
         el('span', { class: 'score' }, formatPercent(match.clipScore)),
       ),
     ),

@@ -58,7 +58,11 @@ export class Client {
             '(the ws package), or run Node >= 22 (or 20 with --experimental-websocket)',
         );
       }
-      this.transport = new WebSocketTransport({ url: address.ws, token, WebSocket: WebSocketClass });
+      this.transport = new WebSocketTransport({
+        url: address.ws,
+        token,
+        WebSocket: WebSocketClass,
+      });
     } else {
       this.transport = new HttpTransport({
         base: address.http,

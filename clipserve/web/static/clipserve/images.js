@@ -56,7 +56,8 @@ function makeCanvas(width, height) {
 }
 
 function toJpeg(canvas) {
-  if (canvas.convertToBlob) return canvas.convertToBlob({ type: 'image/jpeg', quality: JPEG_QUALITY });
+  if (canvas.convertToBlob)
+    return canvas.convertToBlob({ type: 'image/jpeg', quality: JPEG_QUALITY });
   return new Promise((resolve, reject) =>
     canvas.toBlob(
       (blob) => (blob ? resolve(blob) : reject(new Error('the canvas gave no JPEG'))),

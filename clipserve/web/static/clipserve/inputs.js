@@ -11,8 +11,10 @@ import { shrinkImage } from './images.js';
 import { fromBase64 } from './json.js';
 
 const IMAGE_EXTENSIONS = new Set(
-  ('jpg jpeg jpe jfif png apng gif bmp dib webp tif tiff ico ppm pgm pbm pnm tga avif heic ' +
-    'heif jp2 j2k pcx icns eps dds psd qoi').split(' '),
+  (
+    'jpg jpeg jpe jfif png apng gif bmp dib webp tif tiff ico ppm pgm pbm pnm tga avif heic ' +
+    'heif jp2 j2k pcx icns eps dds psd qoi'
+  ).split(' '),
 );
 
 /** @returns {'text' | 'image' | 'image-url' | 'image-path'} */
@@ -51,7 +53,8 @@ export function checkInput(input, position) {
       return;
     }
   }
-  const kind = input === null ? 'null' : typeof input === 'object' ? input.constructor?.name : typeof input;
+  const kind =
+    input === null ? 'null' : typeof input === 'object' ? input.constructor?.name : typeof input;
   throw new TypeError(
     `input #${position} is ${kind || 'an object'}; pass a string, Blob, File, ArrayBuffer, ` +
       'typed array, URL, or an object with text, blob or uri',

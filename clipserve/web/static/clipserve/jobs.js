@@ -149,7 +149,10 @@ function plan(inputs, check) {
 }
 
 function isIterable(value) {
-  return typeof value[Symbol.iterator] === 'function' || typeof value[Symbol.asyncIterator] === 'function';
+  return (
+    typeof value[Symbol.iterator] === 'function' ||
+    typeof value[Symbol.asyncIterator] === 'function'
+  );
 }
 
 async function* batches(items, size, check) {

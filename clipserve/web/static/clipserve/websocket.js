@@ -52,7 +52,10 @@ export class WebSocketTransport {
   close() {
     const connection = this.connection;
     this.connection = null;
-    connection?.then((c) => c.end(), () => {});
+    connection?.then(
+      (c) => c.end(),
+      () => {},
+    );
   }
 }
 

@@ -75,9 +75,11 @@ def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """Debian's Chromium, headless, through Playwright (which downloads no browser)."""
+    """Debian's Chromium, headless, through Playwright (which downloads no browser).
+    Module-scoped: Playwright's sync API runs an event loop in this thread while it is
+    open, which asyncio tests collected after it would trip over."""
     if not Path(CHROMIUM).exists():
         required_or_skip(f"no Chromium at {CHROMIUM}")
     try:

@@ -111,6 +111,10 @@ class RayEngine:
     def running(self) -> bool:
         return self._state == "running"
 
+    @property
+    def calls_in_flight(self) -> int:
+        return self._batcher.calls_in_flight if self._batcher is not None else 0
+
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine cannot start: it is {self._state}")
@@ -149,7 +153,7 @@ class RayEngine:
         cluster["chunk_items"] = self.chunk_items
         cluster["front_end"] = {
             "queued_items": self.queued_items,
-            "calls_in_flight": self._batcher.calls_in_flight if self._batcher else 0,
+            "calls_in_flight": self.calls_in_flight,
             "max_calls_in_flight": self._capacity(),
         }
         return described
@@ -320,6 +324,5 @@ class _Collector:
         in_flight = GaugeMetricFamily(
             "clipserve_cluster_calls_in_flight", "Calls from this front-end not yet answered."
         )
-        batcher = self.engine._batcher
-        in_flight.add_metric([], batcher.calls_in_flight if batcher else 0)
+        in_flight.add_metric([], self.engine.calls_in_flight)
         return [calls, failures, queued, in_flight, *self.engine.monitor.collect()]

@@ -210,7 +210,7 @@ def test_a_killed_replica_costs_no_request(spread: Any) -> None:
 
 def test_autoscaling_adds_a_replica_under_load(two_nodes: TwoNodes) -> None:
     scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-               "upscale_delay_s": 0, "downscale_delay_s": 600, "look_back_period_s": 2}  # fmt: skip
+               "upscale_delay_s": 0, "downscale_delay_s": 600, "look_back_period_s": 12}  # fmt: skip
     config = ray_config(two_nodes, "auto", model="sleep::100", autoscaling_config=scaling)
     with front_end(config) as (server, _):
         assert len(running_replicas("auto")) == 1

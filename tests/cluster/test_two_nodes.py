@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from clipserve import Client
-from clipserve.errors import ServerUnavailableError
+from clipserve.errors import AuthenticationError, ServerUnavailableError
 from clipserve.models.hashing import HashModel
 from tests.cluster.conftest import (
     TwoNodes,
@@ -131,13 +131,17 @@ def test_health_and_metrics_show_each_replica(two_nodes: TwoNodes, spread: Any) 
 
 
 def test_a_second_front_end_attaches_by_name(two_nodes: TwoNodes, spread: Any) -> None:
+    """The second front-end, with a token of its own, serves the same replicas."""
     before = {replica["replica_id"] for replica in running_replicas(SPREAD)}
     config = ray_config(two_nodes, SPREAD, model="sleep::50", deploy="attach")
-    with front_end(config) as (second, session):
+    with front_end(config.replace(auth_token="s3cret")) as (second, session):
         assert session.joined == "attached"
-        for server in (spread, second):
-            out = encode_over(server.urls["grpc"], TEXTS[:40])
+        for server, credential in ((spread, None), (second, {"Authorization": "s3cret"})):
+            with Client(server.urls["grpc"], credential=credential) as client:
+                out = client.encode(TEXTS[:40])
             np.testing.assert_array_equal(out, HASH.encode_texts(TEXTS[:40]))
+        with Client(second.urls["http"]) as client, pytest.raises(AuthenticationError):
+            client.encode(TEXTS[:1])
     # no redeploy on attach, and the attached front-end left the app running on exit
     assert {replica["replica_id"] for replica in running_replicas(SPREAD)} == before
 
@@ -209,8 +213,8 @@ def test_a_killed_replica_costs_no_request(spread: Any) -> None:
 
 
 def test_autoscaling_adds_a_replica_under_load(two_nodes: TwoNodes) -> None:
-    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-               "upscale_delay_s": 0, "downscale_delay_s": 600, "look_back_period_s": 12}  # fmt: skip
+    scaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1}
+    scaling.update(upscale_delay_s=0, downscale_delay_s=600, look_back_period_s=12)
     config = ray_config(two_nodes, "auto", model="sleep::100", autoscaling_config=scaling)
     with front_end(config) as (server, _):
         assert len(running_replicas("auto")) == 1

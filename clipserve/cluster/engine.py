@@ -227,6 +227,7 @@ class RayEngine:
                 self.calls["failed"] += 1
                 raise ModelError(f"the replica call failed: {_describe(exc)}") from exc
             self.calls["ok"] += 1
+            self.monitor.call_answered()
             return result
 
     async def _attempt(self, method: str, args: tuple[Any, ...]) -> Any:

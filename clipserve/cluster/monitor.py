@@ -100,7 +100,7 @@ class ClusterMonitor:
     # ---- reading the cluster ------------------------------------------------------------
 
     async def refresh(self) -> None:
-        timeout = max(2.0, self.interval_s)
+        timeout = max(5.0, 2 * self.interval_s)  # a busy controller is slow, not gone
         try:
             details = await asyncio.wait_for(self._details(), timeout)
         except (asyncio.TimeoutError, Exception) as exc:  # controller unreachable
@@ -150,16 +150,26 @@ class ClusterMonitor:
             1 for r in snapshot.replicas if r.state == RUNNING and r.actor_id not in self._lost
         )
 
+    def call_answered(self) -> None:
+        """A replica answered a call: the surest sign that one works, whatever the
+        controller says (it may be slow to answer on a busy head node)."""
+        self._last_running = time.monotonic()
+
     def unavailable_for(self) -> float:
-        """Seconds since a replica was last known to run (0 while one runs)."""
+        """Seconds since a replica was last known to work: the controller reported one
+        running, or one answered a call (0 while the controller reports one)."""
         if self.running_count() and self.snapshot.reachable:
             return 0.0
         return time.monotonic() - self._last_running
 
     def capacity(self) -> str:
-        running = self.running_count()
-        if running == 0 or not self.snapshot.reachable:
+        """``unavailable`` once nothing has shown a working replica for two polls;
+        ``degraded`` while fewer replicas run than Serve wants."""
+        if self.unavailable_for() > 2 * self.interval_s:
             return CAPACITY_UNAVAILABLE
+        if not self.snapshot.reachable:
+            return CAPACITY_OK  # replicas answer; the controller's count is out of date
+        running = self.running_count()
         return CAPACITY_DEGRADED if running < self.snapshot.wanted else CAPACITY_OK
 
     def describe(self) -> dict[str, Any]:

@@ -24,7 +24,8 @@ import pytest
 
 # Read by Ray when it is imported, so set before anything imports it. Loopback only, a
 # private temp dir (short: Ray's socket paths must stay under 108 bytes), no usage stats,
-# quick autoscaling metrics, and patience with a busy two-core machine.
+# quick autoscaling metrics, and patience with a busy two-core machine (queue-length probes,
+# the Ray Client server's start).
 RAY_TMP = tempfile.mkdtemp(prefix="csray", dir="/tmp")
 os.environ.update(
     RAY_TMPDIR=RAY_TMP,
@@ -35,6 +36,7 @@ os.environ.update(
     RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S="2.0",
     RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
     RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
+    RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="180",
 )
 os.environ.pop("RAY_ADDRESS", None)
 

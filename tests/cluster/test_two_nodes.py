@@ -253,8 +253,11 @@ def test_no_replica_gives_a_clear_error_not_a_hang(two_nodes: TwoNodes) -> None:
         url = server.urls["http"]
         reply = httpx.post(url + "/v1/embeddings", json={"input": ["x"]}, timeout=60)
         assert reply.status_code == 503 and "Serve app 'gone'" in reply.json()["error"]["message"]
-        health = httpx.get(url + "/readyz")
-        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        ready = wait_until(
+            lambda: (r := httpx.get(url + "/readyz")).status_code == 503 and r,
+            "/readyz reports no replica",
+        )
+        assert ready.json()["status"] == "unavailable"
 
 
 def test_losing_a_node_costs_no_request(two_nodes: TwoNodes, spread: Any) -> None:

@@ -39,10 +39,10 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from clipserve.errors import InputRefusedError, InvalidInputError
+from clipserve.server.limits import MiB
 from clipserve.wire.data_uri import decode_data_uri
 from clipserve.wire.data_uri import shorten_uri as describe
 
-MiB = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -206,7 +206,7 @@ def service_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, Any]]:
     metrics = Metrics(CollectorRegistry())
     engine = Engine(HashModel(), max_wait_ms=0.0, metrics=metrics)
     loop.run_until_complete(engine.start())
-    service = EmbeddingService(engine, model_name="hash", metrics=metrics)
+    service = EmbeddingService(engine, model_name="hash")
     yield loop, service
     loop.run_until_complete(engine.stop(drain_timeout=2.0))
     loop.close()
@@ -234,7 +234,7 @@ def test_service_handles_any_decodable_request(
             return
     count = len(request.data.docs.docs)
     try:
-        reply = loop.run_until_complete(service.handle(request, "fuzz"))
+        reply = loop.run_until_complete(service.handle(request)).reply
     except InvalidInputError:
         return
     assert len(reply.data.docs.docs) == count

@@ -168,10 +168,18 @@ def test_health_and_readiness(hash_server):
 def test_metrics_count_http_requests(hash_server):
     base = hash_server.urls["http"]
     httpx.post(base + "/post", json={"data": [{"text": "counted"}]})
+    httpx.post(base + "/v1/embeddings", json={"input": ["counted", "too"]})
+    httpx.post(base + "/v1/embeddings", content=b"{not json")
     text = httpx.get(base + "/metrics").text
     assert 'clipserve_requests_total{endpoint="/",protocol="http",status="ok"}' in text
     assert "clipserve_batch_size_bucket" in text
     assert 'clipserve_request_seconds_count{endpoint="/",protocol="http"}' in text
+    # the OpenAI route is counted by the same dispatcher, latency included
+    openai = 'endpoint="/v1/embeddings",protocol="http"'
+    assert f"clipserve_requests_total{{{openai},status=\"ok\"}}" in text
+    assert f"clipserve_requests_total{{{openai},status=\"invalid\"}}" in text
+    assert f"clipserve_documents_total{{{openai},status=\"ok\"}}" in text
+    assert f"clipserve_request_seconds_count{{{openai}}}" in text
 
 
 def test_error_statuses(hash_server, tight_server):
@@ -188,6 +196,8 @@ def test_error_statuses(hash_server, tight_server):
     tight = tight_server.urls["http"]
     too_big = httpx.post(tight + "/post", content=b"x" * (1024 * 1024 + 1))
     assert too_big.status_code == 413
+    metrics = httpx.get(tight + "/metrics").text  # an oversized body is refused, not an error
+    assert 'clipserve_requests_total{endpoint="/",protocol="http",status="refused"}' in metrics
     fill = filling_request("fill").SerializeToString()
     with ThreadPoolExecutor(1) as pool:
         filling = pool.submit(

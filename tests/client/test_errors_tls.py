@@ -15,7 +15,9 @@ from clipserve.errors import (
     OverloadedError,
     ServerUnavailableError,
 )
+from clipserve.models.hashing import HashModel
 from clipserve.server.app import RunningServer, loopback_config, running_server
+from tests.engine.helpers import BLOCK, WrappedModel
 
 SCHEMES = ["grpc", "http", "ws"]
 TOKEN = "s3cret-token"
@@ -115,3 +117,33 @@ def test_a_silent_server_times_out_instead_of_hanging(silent_port, scheme) -> No
         client.encode(["hello?"])
     assert time.monotonic() - started < 15
     assert url in str(info.value)
+
+
+@pytest.fixture
+def held_server() -> Iterator[tuple[RunningServer, WrappedModel]]:
+    """A server whose model holds a batch with the BLOCK text until released."""
+    model = WrappedModel(HashModel())
+    with running_server(loopback_config(), model=model) as server:
+        try:
+            yield server, model
+        finally:
+            model.release.set()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_profile_waits_no_longer_than_the_client_timeout(held_server, scheme) -> None:
+    server, model = held_server
+    with Client(server.urls[scheme], timeout=0.5) as client:
+        with pytest.raises(ClientTimeoutError, match=r"no reply to profile\(\) within 0.5s"):
+            client.profile(BLOCK)
+        assert model.forward_entered.wait(30)  # the request was sent and is held
+        model.release.set()
+        assert client.profile("answered")["Server"] > 0  # the client is still usable
+
+
+def test_unknown_keywords_are_refused_before_anything_is_sent() -> None:
+    with Client(f"grpc://127.0.0.1:{closed_port()}") as client:
+        with pytest.raises(TypeError, match="batchsize; it takes batch_size"):
+            client.encode(["x"], batchsize=4)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"rank\(\) got unexpected keyword argument"):
+            client.rank([], top_k=3)  # type: ignore[call-arg]

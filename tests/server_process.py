@@ -6,20 +6,24 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.waiting import FAILSAFE_S, wait_until
 
-def wait_for_ports(process: subprocess.Popen, port_file: Path, timeout_s: float) -> dict:
+
+def wait_for_ports(
+    process: subprocess.Popen, port_file: Path, timeout_s: float = FAILSAFE_S * 2
+) -> dict:
     """The ports a ``clipserve serve --port-file`` subprocess reports once it is ready (the
-    server writes the file atomically). ``RuntimeError`` if it exits or times out first."""
-    deadline = time.monotonic() + timeout_s
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"the clipserve subprocess exited with code {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the clipserve subprocess was not ready within {timeout_s:g} s")
-        time.sleep(0.05)
+    server writes the file atomically). ``RuntimeError`` if it exits first; ``timeout_s`` is
+    a failsafe."""
+    wait_until(
+        lambda: port_file.exists() or process.poll() is not None,
+        "the clipserve subprocess should report its ports",
+        timeout_s,
+    )
+    if not port_file.exists():
+        raise RuntimeError(f"the clipserve subprocess exited with code {process.returncode}")
     return json.loads(port_file.read_text())
 
 
@@ -43,7 +47,7 @@ class HashServerProcess:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            self.ports = wait_for_ports(self.proc, port_file, timeout_s=60)
+            self.ports = wait_for_ports(self.proc, port_file)
         except RuntimeError:
             self.kill()
             raise

@@ -22,6 +22,7 @@ from clipserve.wire import DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import is_error, new_request
 from clipserve.wire.ndarray import read_ndarray, write_ndarray
 from tests.engine.helpers import BLOCK, WrappedModel, png_bytes
+from tests.waiting import FAILSAFE_S
 
 LIMITS = Limits(max_docs_per_request=64, max_text_chars=1000, max_image_bytes=2_000_000)
 
@@ -224,7 +225,7 @@ async def test_a_full_engine_queue_refuses_the_request(
         busy = asyncio.create_task(
             service.answer(request([text_doc("a", BLOCK), text_doc("b", "x")]), "grpc")
         )
-        await asyncio.to_thread(model.forward_entered.wait, 10)
+        assert await asyncio.to_thread(model.forward_entered.wait, FAILSAFE_S)
         with pytest.raises(OverloadedError, match="queue is full"):
             await service.answer(request([text_doc("c", "y"), text_doc("d", "z")]), "grpc")
         model.release.set()

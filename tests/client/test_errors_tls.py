@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from clipserve import Client
+from clipserve.engine.metrics import Metrics
 from clipserve.errors import (
     AuthenticationError,
     ClientTimeoutError,
@@ -18,6 +19,7 @@ from clipserve.errors import (
 from clipserve.models.hashing import HashModel
 from clipserve.server.app import RunningServer, loopback_config, running_server
 from tests.engine.helpers import BLOCK, WrappedModel
+from tests.waiting import FAILSAFE_S
 
 SCHEMES = ["grpc", "http", "ws"]
 TOKEN = "s3cret-token"
@@ -30,12 +32,13 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_unreachable_server_fails_fast_naming_it(scheme) -> None:
+def test_unreachable_server_is_an_error_naming_it(scheme) -> None:
+    """A refused connection is a ServerUnavailableError at once, not the ClientTimeoutError
+    of a client that kept waiting (its timeout here is only a failsafe)."""
     url = f"{scheme}://127.0.0.1:{closed_port()}"
-    started = time.monotonic()
-    with Client(url, connect_timeout=2) as client, pytest.raises(ServerUnavailableError) as info:
+    client = Client(url, connect_timeout=2, timeout=FAILSAFE_S)
+    with client, pytest.raises(ServerUnavailableError) as info:
         client.encode(["hello"])
-    assert time.monotonic() - started < 5
     assert url in str(info.value) and isinstance(info.value, ConnectionError)
 
 
@@ -59,21 +62,29 @@ def test_credentials_on_every_protocol(auth_server, scheme) -> None:
 @pytest.fixture(scope="module")
 def tiny_queue_server() -> Iterator[RunningServer]:
     """A queue too small for a batch of 64: every such request is refused as overloaded."""
-    with running_server(loopback_config(max_queue_items=8)) as server:
+    config = loopback_config(max_queue_items=8)
+    with running_server(config, metrics=Metrics(CollectorRegistry())) as server:
         yield server
+
+
+def overload_refusals(server: RunningServer, scheme: str) -> float:
+    protocol = {"grpc": "grpc", "http": "http", "ws": "websocket"}[scheme]
+    labels = {"protocol": protocol, "endpoint": "/encode", "status": "overloaded"}
+    value = server.server.metrics.registry.get_sample_value("clipserve_requests_total", labels)
+    return value or 0.0
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_overload_is_overloaded_error_and_retried(tiny_queue_server, scheme) -> None:
     url = tiny_queue_server.urls[scheme]
     texts = [f"t{i}" for i in range(64)]
+    refused = overload_refusals(tiny_queue_server, scheme)
     with Client(url) as client, pytest.raises(OverloadedError):
         client.encode(texts, batch_size=64)
-    started = time.monotonic()
-    with Client(url, retries=2, retry_backoff=0.2) as client, pytest.raises(OverloadedError):
+    assert overload_refusals(tiny_queue_server, scheme) == refused + 1
+    with Client(url, retries=2, retry_backoff=0.01) as client, pytest.raises(OverloadedError):
         client.encode(texts, batch_size=64)
-    # two backoffs were waited: 0.2 s then 0.4 s, each with +-25 % jitter
-    assert time.monotonic() - started >= (0.2 + 0.4) * 0.75
+    assert overload_refusals(tiny_queue_server, scheme) == refused + 4  # 1 + 1 + 2 retries
     with Client(url, prefetch=1) as client:  # one small batch at a time fits
         assert client.encode(texts, batch_size=4).shape[0] == 64
 
@@ -111,11 +122,9 @@ def silent_port() -> Iterator[int]:
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_a_silent_server_times_out_instead_of_hanging(silent_port, scheme) -> None:
     url = f"{scheme}://127.0.0.1:{silent_port}"
-    started = time.monotonic()
     client = Client(url, connect_timeout=1, timeout=1)
     with client, pytest.raises((ServerUnavailableError, ClientTimeoutError)) as info:
         client.encode(["hello?"])
-    assert time.monotonic() - started < 15
     assert url in str(info.value)
 
 

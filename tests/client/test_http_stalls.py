@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
@@ -73,8 +72,7 @@ def test_kill_and_restart_with_more_batches_in_flight_than_connections(
     texts = [f"text number {i}" for i in range(600)]
     restarted = threading.Event()
 
-    def restart_later() -> None:
-        time.sleep(1.0)  # several attempts fail meanwhile
+    def restart() -> None:  # while the new process starts, the client's attempts fail
         server_process.start()
         restarted.set()
 
@@ -82,7 +80,7 @@ def test_kill_and_restart_with_more_batches_in_flight_than_connections(
         for i, text in enumerate(texts):
             if i == 200:
                 server_process.kill()
-                threading.Thread(target=restart_later, daemon=True).start()
+                threading.Thread(target=restart, daemon=True).start()
             yield text
 
     client = Client(

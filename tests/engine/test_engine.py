@@ -18,7 +18,7 @@ from clipserve.errors import (
 )
 from clipserve.models.base import EmbeddingModel
 from tests.engine.helpers import BLOCK, FAIL, WrappedModel
-from tests.waiting import FAILSAFE_S
+from tests.waiting import FAILSAFE_S, eventually
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -127,8 +127,7 @@ async def test_a_cancelled_caller_is_dropped_before_compute(
         # the second call holds the second pipeline slot
         assert await asyncio.to_thread(wrapped.prepared.wait, FAILSAFE_S)
         leaving = asyncio.create_task(engine.encode([TextItem("caller leaves")]))
-        await asyncio.sleep(0)  # let it queue
-        assert len(engine._queues["text"]) == 1
+        await eventually(lambda: len(engine._queues["text"]) == 1, "its item is queued")
         leaving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leaving
@@ -185,7 +184,7 @@ async def test_stop_drains_queued_work_then_refuses(hash_model: EmbeddingModel) 
     engine = Engine(hash_model, max_batch_size=4)
     await engine.start()
     pending = asyncio.create_task(engine.encode([TextItem(f"t{i}") for i in range(40)]))
-    await asyncio.sleep(0)  # let it queue
+    await asyncio.sleep(0)  # one turn of the loop (no clock): the call is queued, not yet run
     await asyncio.gather(engine.stop(drain_timeout=30), engine.stop(drain_timeout=30))
     assert all(isinstance(o, np.ndarray) for o in pending.result())
     with pytest.raises(ServerUnavailableError, match="stopped"):

@@ -11,7 +11,6 @@ import ipaddress
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,8 +20,11 @@ import pytest
 
 from clipserve.errors import InputRefusedError, InvalidInputError
 from clipserve.server.uri_fetch import UriPolicy, address_refusal, fetch_uri, host_allowed
+from tests.waiting import FAILSAFE_S
 
 PAYLOAD = os.urandom(3000)
+#: ``/slow`` answers only once this is set (or after the failsafe)
+SLOW_RELEASE = threading.Event()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -56,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in range(50):
                 self.wfile.write(b"y" * 1000)
         elif parts.path == "/slow":
-            time.sleep(3)
+            SLOW_RELEASE.wait(FAILSAFE_S)
             self._send(200, PAYLOAD)
         else:
             self._send(404, b"not found")
@@ -308,10 +310,12 @@ async def test_timeout(origin: str) -> None:
         allow_private=True,
         timeout_s=0.5,
     )
-    started = time.monotonic()
-    with pytest.raises(InvalidInputError, match="within 0.5 s"):
-        await fetch_uri(f"{origin}/slow", policy)
-    assert time.monotonic() - started < 2.0
+    SLOW_RELEASE.clear()
+    try:  # the body comes only after the fetch gave up: had it waited, it would succeed
+        with pytest.raises(InvalidInputError, match="within 0.5 s"):
+            await fetch_uri(f"{origin}/slow", policy)
+    finally:
+        SLOW_RELEASE.set()
 
 
 async def test_unreachable_port_is_invalid_input() -> None:

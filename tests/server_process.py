@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tests.waiting import FAILSAFE_S, wait_until
@@ -35,6 +37,7 @@ class HashServerProcess:
         self.proc: subprocess.Popen | None = None
         self.ports = {"grpc": 0, "http": 0}
         self.starts = 0
+        self.restarted = threading.Event()
 
     def start(self) -> None:
         self.starts += 1
@@ -58,6 +61,22 @@ class HashServerProcess:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+    def killed_at(self, items: Iterable[str], position: int) -> Iterator[str]:
+        """``items``, killing this server when ``position`` is reached and starting it
+        again in a thread (set ``restarted`` when up): while the new process starts, a
+        client's attempts fail."""
+        self.restarted = threading.Event()
+
+        def restart() -> None:
+            self.start()
+            self.restarted.set()
+
+        for index, item in enumerate(items):
+            if index == position:
+                self.kill()
+                threading.Thread(target=restart, daemon=True).start()
+            yield item
 
     def url(self, scheme: str) -> str:
         return f"{scheme}://127.0.0.1:{self.ports['grpc' if scheme == 'grpc' else 'http']}"

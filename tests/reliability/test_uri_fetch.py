@@ -7,6 +7,7 @@ A real HTTP server on 127.0.0.1 stands in for a remote host; reaching it needs
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -291,25 +292,13 @@ async def test_http_error_status_is_invalid_input(origin: str) -> None:
 
 @pytest.mark.parametrize("path", ["/big-declared", "/big-streamed"])
 async def test_size_cap(origin: str, path: str) -> None:
-    policy = UriPolicy(
-        enabled=True,
-        allowed_schemes=("http",),
-        allowed_hosts=("127.0.0.1",),
-        allow_private=True,
-        max_bytes=4000,
-    )
+    policy = dataclasses.replace(LOCAL_OK, max_bytes=4000)
     with pytest.raises(InvalidInputError, match="larger than 4000 bytes"):
         await fetch_uri(f"{origin}{path}", policy)
 
 
 async def test_timeout(origin: str) -> None:
-    policy = UriPolicy(
-        enabled=True,
-        allowed_schemes=("http",),
-        allowed_hosts=("127.0.0.1",),
-        allow_private=True,
-        timeout_s=0.5,
-    )
+    policy = dataclasses.replace(LOCAL_OK, timeout_s=0.5)
     SLOW_RELEASE.clear()
     try:  # the body comes only after the fetch gave up: had it waited, it would succeed
         with pytest.raises(InvalidInputError, match="within 0.5 s"):

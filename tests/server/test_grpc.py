@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clipserve.server.app import RunningServer
+from clipserve.server.limits import MiB
 from clipserve.wire import GRPC_METHOD, DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import new_request
 from clipserve.wire.ndarray import read_ndarray
@@ -22,8 +23,6 @@ from tests.server.conftest import (
     text_request,
 )
 from tests.waiting import FAILSAFE_S, eventually
-
-MiB = 1024 * 1024
 
 
 async def call(

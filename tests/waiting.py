@@ -13,21 +13,23 @@ FAILSAFE_S = 60.0
 _POLL_S = 0.01
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = FAILSAFE_S) -> None:
-    """Block until ``condition()`` is true (checked every 10 ms)."""
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = FAILSAFE_S, poll_s: float = _POLL_S
+) -> None:
+    """Block until ``condition()`` is true (checked every ``poll_s``)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: still not so after {timeout:g} s (failsafe)")
-        time.sleep(_POLL_S)
+        time.sleep(poll_s)
 
 
 async def eventually(
-    condition: Callable[[], object], what: str, timeout: float = FAILSAFE_S
+    condition: Callable[[], object], what: str, timeout: float = FAILSAFE_S, poll_s: float = _POLL_S
 ) -> None:
     """``wait_until`` for a coroutine: the event loop keeps running meanwhile."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: still not so after {timeout:g} s (failsafe)")
-        await asyncio.sleep(_POLL_S)
+        await asyncio.sleep(poll_s)

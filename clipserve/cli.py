@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from clipserve.errors import ClipServeError
+from clipserve.extras import missing
 from clipserve.server.config import (
     AUTH_TOKEN_ENV,
     BACKENDS,
@@ -283,16 +285,23 @@ async def _serve(config: ServerConfig) -> int:
 def _server_for(config: ServerConfig) -> Any:
     """The single-process server, or with a Ray address the cluster front-end (the only
     place that imports ``clipserve.cluster``, and so Ray)."""
-    if config.ray and config.ray.get("address"):
-        from clipserve.cluster.connect import prepare_environment
+    try:
+        from clipserve.server.app import ClipServer
+    except ModuleNotFoundError as exc:  # a client-only install
+        raise missing(exc.name or "?", "clipserve serve", error=ClipServeError) from exc
+    if not (config.ray and config.ray.get("address")):
+        return ClipServer(config)
+    from clipserve.cluster.connect import prepare_environment
 
-        prepare_environment(config.ray["address"])
+    prepare_environment(config.ray["address"])
+    try:
         from clipserve.cluster.frontend import ClusterServer
-
-        return ClusterServer(config)
-    from clipserve.server.app import ClipServer
-
-    return ClipServer(config)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("ray"):
+            raise
+        needed = "clipserve serve --ray"
+        raise missing("ray[serve]", needed, extra="ray", error=ClipServeError) from exc
+    return ClusterServer(config)
 
 
 def _models(cache_dir: str | None) -> int:
@@ -317,7 +326,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from clipserve.errors import ClipServeError
     from clipserve.models.registry import load_model
 
     started = time.perf_counter()
@@ -365,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
-        from clipserve.errors import ClipServeError
-
         if isinstance(exc, ClipServeError | ValueError | OSError):
             print(f"clipserve: error: {exc}", file=sys.stderr)
             return 1

@@ -30,6 +30,8 @@ from clipserve.server.config import ServerConfig
 from clipserve.server.dispatch import Dispatcher
 from clipserve.server.grpc_server import GrpcFrontend
 from clipserve.server.http_app import HttpState, build_app
+from clipserve.server.limits import MiB
+from clipserve.server.service import EmbeddingService
 from clipserve.server.startup import (
     bind_socket,
     in_daemon_thread,
@@ -42,7 +44,6 @@ from clipserve.server.startup import (
 from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
-MiB = 1024 * 1024
 #: builds the engine instead of loading the model here (``clipserve.cluster`` passes one
 #: that sends the work to replicas on a Ray cluster); the server starts and stops it
 EngineFactory = Callable[[ServerConfig, Metrics], EncodingEngine]
@@ -74,7 +75,7 @@ class ClipServer:
         self._engine_factory = engine_factory
         self._replicas: list[EmbeddingModel] = []
         self.engine: EncodingEngine | None = None
-        self.service: Any = None
+        self.service: EmbeddingService | None = None
         self.grpc: GrpcFrontend | None = None
         self.http_state: HttpState | None = None
         self._uvicorn: _Uvicorn | None = None
@@ -118,7 +119,7 @@ class ClipServer:
         if config.port_file:
             write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
 
-    async def _start_engine(self) -> Any:
+    async def _start_engine(self) -> EmbeddingService:
         config = self.config
         if self._engine_factory is not None:
             self.engine = self._engine_factory(config, self.metrics)
@@ -155,16 +156,13 @@ class ClipServer:
         await self.engine.start()
         return self._start_service(model.name)
 
-    def _start_service(self, model_name: str) -> Any:
-        from clipserve.server.service import EmbeddingService
-
+    def _start_service(self, model_name: str) -> EmbeddingService:
         assert self.engine is not None
         self.service = EmbeddingService(
             self.engine,
             model_name=model_name,
             limits=limits_from(self.config.limits),
             uri_policy=uri_policy_from(self.config.uri_policy),
-            metrics=self.metrics,
         )
         return self.service
 
@@ -174,7 +172,7 @@ class ClipServer:
         config = self.config
         self.http_state = HttpState(
             dispatcher=dispatcher,
-            service=self.service,
+            service=dispatcher.service,
             auth=auth,
             metrics=self.metrics,
             max_body_bytes=config.http_max_body_mb * MiB,

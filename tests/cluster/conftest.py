@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +49,7 @@ from clipserve.cluster.frontend import ray_engine_factory  # noqa: E402
 from clipserve.cluster.settings import ray_settings_of  # noqa: E402
 from clipserve.engine.metrics import Metrics  # noqa: E402
 from clipserve.server.app import RunningServer, loopback_config, running_server  # noqa: E402
+from tests import waiting  # noqa: E402
 from tests.compat.conftest import (  # noqa: E402, F401 - the compat fixtures, for test_clip_client_ray
     builtin_model,
     clip_client_python,
@@ -159,11 +159,6 @@ def free_port() -> int:
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:
-    """Wait for an event the cluster reports (a replica state, a metric): poll it; the
-    timeout is only a failsafe against a hang, never the thing tested."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still not so after {timeout:g} s")
-        time.sleep(0.1)
-    return value
+    """``tests.waiting.wait_until`` with a failsafe for cluster events (a replica starting
+    on a busy two-core machine can take a minute); returns the condition's value."""
+    return waiting.wait_until(condition, what, timeout=timeout, poll_s=0.1)

@@ -2,7 +2,10 @@
 
 Each binary frame is one serialized ``DataRequestProto``; each reply is one binary frame
 (any order, matched by ``header.request_id``). The single-byte frame ``b"\\x00"`` ends the
-input: the server sends the remaining replies, then closes with 1000.
+input: the server sends the remaining replies, then closes with 1000. After an ERROR reply
+it first lets the client close (up to ``ERROR_CLOSE_GRACE_S``): clip-client 0.8.3 (jina's
+WebSocket client) loses an error whose reply it reads together with the server's close, and
+then returns documents without embeddings instead of raising.
 
 Authentication (when a token is configured): the ``Authorization`` header on the upgrade
 request, or else a first *text* frame ``{"authorization": "<token>"}`` (browsers cannot
@@ -31,10 +34,12 @@ from clipserve.server.errors_map import (
     ws_close_code,
 )
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, StatusProto
 
 log = logging.getLogger("clipserve.server")
 AUTH_FRAME_TIMEOUT_S = 30.0
+#: after an ERROR reply, how long the end of input waits for the client to close first
+ERROR_CLOSE_GRACE_S = 1.0
 _MAX_REASON = 120  # close reasons must fit in 123 bytes
 
 
@@ -72,6 +77,9 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.send_lock = asyncio.Lock()
         self.closed = False
+        self.sent_error = False
+        #: after the end of input, waiting for the client to close (see the module docstring)
+        self.lingering = False
 
     async def run(self) -> None:
         try:
@@ -92,6 +100,8 @@ class _Session:
                     break
                 if data == WS_END_OF_INPUT:
                     await self._finish_in_flight()
+                    if self.sent_error:
+                        await self._let_the_client_close_first()
                     await self.close(WS_NORMAL, "end of input")
                     break
                 await self.slots.acquire()
@@ -135,8 +145,20 @@ class _Session:
         finally:
             self.slots.release()
 
+    async def _let_the_client_close_first(self) -> None:
+        """Wait (up to ``ERROR_CLOSE_GRACE_S``) for the client's close; see the module
+        docstring. A client sends nothing after the end of input."""
+        self.lingering = True
+        with contextlib.suppress(TimeoutError, WebSocketDisconnect):
+            async with asyncio.timeout(ERROR_CLOSE_GRACE_S):
+                while (await self.ws.receive())["type"] != "websocket.disconnect":
+                    pass
+                self.closed = True
+
     async def send(self, reply: DataRequestProto) -> None:
         payload = reply.SerializeToString()
+        if reply.header.status.code == StatusProto.ERROR:
+            self.sent_error = True
         async with self.send_lock:
             if self.closed:
                 return

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from clipserve.wire import WS_END_OF_INPUT, DataRequestProto, StatusProto
+from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL, DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
 from tests.engine.helpers import BLOCK, WrappedModel
 from tests.server.conftest import (
@@ -64,6 +64,46 @@ async def test_request_errors_are_error_replies(hash_server, tight_server):
     status = by_id["one-more"]
     assert (status.code, status.exception.name) == (StatusProto.ERROR, "OverloadedError")
     assert status.description.startswith("overloaded")
+
+
+async def test_after_an_error_reply_the_client_closes_first(hash_server, monkeypatch):
+    """clip-client 0.8.3 loses an ERROR reply it reads together with the server's close,
+    so after one the end of input waits for the client's close (the grace is long here:
+    the client, not the clock, ends the wait); without an error the server closes first."""
+    from clipserve.server import websocket as front
+
+    monkeypatch.setattr(front, "ERROR_CLOSE_GRACE_S", FAILSAFE_S)
+    bad = text_request("bad", "x", endpoint="/nope")
+    url = hash_server.urls["websocket"]
+    async with websockets.connect(url, subprotocols=[WS_SUBPROTOCOL]) as ws:
+        await ws.send(bad.SerializeToString())
+        await ws.send(WS_END_OF_INPUT)
+        reply = DataRequestProto.FromString(await ws.recv())
+        assert reply.header.status.code == StatusProto.ERROR
+        (session,) = hash_server.server.http_state.sessions._open
+        await eventually(lambda: session.lingering or session.closed, "the end of input")
+        assert session.lingering and not session.closed  # the server waits for the client
+        await ws.close(1000, "read the error")
+        assert not ws.protocol.close_rcvd_then_sent  # the client closed first
+
+    good = text_request("good", "fine")
+    async with websockets.connect(url, subprotocols=[WS_SUBPROTOCOL]) as ws:
+        await ws.send(good.SerializeToString())
+        await ws.send(WS_END_OF_INPUT)
+        assert DataRequestProto.FromString(await ws.recv()).header.status.code != StatusProto.ERROR
+        await ws.wait_closed()
+        assert ws.protocol.close_rcvd_then_sent and ws.close_code == 1000  # the server did
+
+
+async def test_after_an_error_reply_the_server_still_closes_by_itself(hash_server, monkeypatch):
+    from clipserve.server import websocket as front
+
+    monkeypatch.setattr(front, "ERROR_CLOSE_GRACE_S", 0.01)
+    bad = text_request("bad", "x", endpoint="/nope")
+    replies, code = await ws_exchange(
+        hash_server.urls["websocket"], [bad.SerializeToString(), WS_END_OF_INPUT]
+    )
+    assert code == 1000 and replies[0].header.status.code == StatusProto.ERROR
 
 
 async def test_malformed_frames(hash_server):

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +22,7 @@ import pytest
 
 # Read by Ray when it is imported, so set before anything imports it. Loopback only, a
 # private temp dir (short: Ray's socket paths must stay under 108 bytes), no usage stats,
-# quick autoscaling metrics, and patience with a busy two-core machine (queue-length probes,
-# the Ray Client server's start).
+# quick autoscaling metrics, and patience with a busy two-core machine (queue-length probes).
 RAY_TMP = tempfile.mkdtemp(prefix="csray", dir="/tmp")
 os.environ.update(
     RAY_TMPDIR=RAY_TMP,
@@ -35,7 +33,6 @@ os.environ.update(
     RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S="2.0",
     RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
     RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S="0.5",
-    RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S="180",
 )
 os.environ.pop("RAY_ADDRESS", None)
 
@@ -66,8 +63,6 @@ class TwoNodes:
     cluster: Any
     head: Any
     worker: Any
-    #: the head's Ray Client server (``ray://127.0.0.1:<port>``)
-    client_port: int
 
     @property
     def address(self) -> str:
@@ -91,15 +86,13 @@ def two_node_cluster(
     }
     if resources:
         node["resources"] = dict(resources)
-    client_port = free_port()
-    head = {**node, "include_dashboard": False, "ray_client_server_port": client_port}
-    cluster = Cluster(initialize_head=True, head_node_args=head)
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
         worker = cluster.add_node(**node)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
         serve.start(proxy_location="Disabled")
-        yield TwoNodes(cluster, cluster.head_node, worker, client_port)
+        yield TwoNodes(cluster, cluster.head_node, worker)
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -150,12 +143,6 @@ def deployment_details(app: str, deployment: str = "Embedder") -> dict[str, Any]
 
 def running_replicas(app: str) -> list[dict[str, Any]]:
     return [r for r in deployment_details(app)["replicas"] if r["state"] == "RUNNING"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 180.0) -> Any:

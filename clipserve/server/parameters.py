@@ -72,21 +72,21 @@ def read_options(request: DataRequestProto, endpoint: str) -> RequestOptions:
 def _known_parameters(request: DataRequestProto) -> dict[str, Any]:
     """The keys in ``TYPES``, with Jina's executor-targeted forms applied on top."""
     fields = request.parameters.fields
-    found: dict[str, Any] = {}
-    targeted: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    aimed: dict[str, Any] = {}  # executor__key
+    grouped: dict[str, Any] = {}  # {executor: {key: value}}
     for key in fields:
         if key in TYPES:
-            found[key] = json_format.MessageToDict(fields[key])
+            plain[key] = json_format.MessageToDict(fields[key])
         elif key in EXECUTOR_NAMES:
             nested = json_format.MessageToDict(fields[key])
             if isinstance(nested, dict):
-                targeted.update({k: v for k, v in nested.items() if k in TYPES})
+                grouped.update({k: v for k, v in nested.items() if k in TYPES})
         elif "__" in key and not key.startswith("__") and not key.endswith("__"):
             executor, _, name = key.rpartition("__")
             if executor in EXECUTOR_NAMES and name in TYPES:
-                found[name] = json_format.MessageToDict(fields[key])
-    found.update(targeted)  # Jina: {executor: {...}} beats executor__key beats key
-    return found
+                aimed[name] = json_format.MessageToDict(fields[key])
+    return {**plain, **aimed, **grouped}  # Jina's precedence, weakest first
 
 
 def _access_paths(parameters: dict[str, Any], endpoint: str) -> AccessPaths:

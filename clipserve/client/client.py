@@ -52,6 +52,9 @@ class CallOptions(TypedDict, total=False):
     on_always: Callback | None
     #: requests in flight at once (default: the client's ``prefetch``)
     prefetch: int | None
+    #: which Documents of each input's tree to embed (DocArray selector: ``"@c"``,
+    #: ``"@r,c"``, ``"@c[:2]"``...); default: the input Documents themselves
+    access_paths: str | None
 
 
 _OPTION_NAMES = frozenset(CallOptions.__annotations__)
@@ -223,11 +226,13 @@ class Client:
         batch_size = options.get("batch_size")
         collect = not (on_done or on_error or on_always)
         size = self.batch_size if batch_size is None else batch_size
-        job = plan_job(content, endpoint_for(name, parameters), parameters, size, collect)
+        endpoint = endpoint_for(name, parameters)
+        access_paths = options.get("access_paths")
+        job = plan_job(content, endpoint, parameters, size, collect, access_paths)
         if name == "/rank":
             _check_rank_input(job, content)
         if job.kind is None or job.total == 0:  # nothing to send
-            return Results(job.kind, job.endpoint, job.collect).finish()
+            return Results(job.kind, job.endpoint, job.collect, job.selector).finish()
         show_progress = options.get("show_progress", False)
         reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
         prefetch = options.get("prefetch")

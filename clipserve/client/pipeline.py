@@ -17,8 +17,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from clipserve.client.core import Batch, Job, Results, is_request_level, next_batch
+from clipserve.client.core import Batch, Job, Results, next_batch
 from clipserve.client.errors_map import from_error_name
+from clipserve.client.failures import is_request_level
 from clipserve.client.fetch import ImageFetcher
 from clipserve.client.progress import ProgressReporter
 from clipserve.client.response import Response
@@ -58,7 +59,7 @@ class Pipeline:
         self.retry = retry
         self.progress = progress
         self.on_done, self.on_error, self.on_always = on_done, on_error, on_always
-        self.results = Results(job.kind, job.endpoint, job.collect)
+        self.results = Results(job.kind, job.endpoint, job.collect, job.selector)
         self._fetcher = ImageFetcher(fetch_timeout)
         self._ready: asyncio.Queue[Batch | None] = asyncio.Queue()
         self._window = asyncio.Semaphore(self.prefetch)

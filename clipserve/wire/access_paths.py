@@ -67,26 +67,23 @@ class AccessPaths:
 ROOTS = AccessPaths("@r", ((Step("r"),),))
 
 
-class AccessPathError(InvalidInputError):
-    """A selector that is not DocArray access-path grammar."""
-
-
-_Fail = Callable[[str], AccessPathError]  # why -> the error naming parameter and selector
+_Fail = Callable[[str], InvalidInputError]  # why -> the error naming parameter and selector
 
 
 def parse_access_paths(text: str, name: str = "access_paths") -> AccessPaths:
-    """``'@r,c[:2]'`` -> ``AccessPaths``; raises ``AccessPathError`` naming the parameter
-    ``name``, the selector and what is wrong with it."""
+    """``'@r,c[:2]'`` -> ``AccessPaths``; raises ``InvalidInputError`` naming the parameter
+    ``name``, the selector and what is wrong with it (a plain one: the error's class name
+    travels on the wire, and clients know the tree's names)."""
 
-    def fail(why: str) -> AccessPathError:
-        return AccessPathError(
+    def fail(why: str) -> InvalidInputError:
+        return InvalidInputError(
             f"parameter {name}={text!r} is not a valid access path: {why}. Use r (the "
             "documents), c (chunks), m (matches), nested ('@cc'), windows ('@c[:2]', "
             "'@r[1]') and commas ('@r,c')"
         )
 
     if len(text) > MAX_SELECTOR_CHARS:
-        raise AccessPathError(
+        raise InvalidInputError(
             f"parameter {name} is {len(text)} characters long, above {MAX_SELECTOR_CHARS}"
         )
     compact = "".join(text.split())

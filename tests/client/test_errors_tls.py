@@ -152,7 +152,7 @@ def test_profile_waits_no_longer_than_the_client_timeout(held_server, scheme) ->
 
 def test_unknown_keywords_are_refused_before_anything_is_sent() -> None:
     with Client(f"grpc://127.0.0.1:{closed_port()}") as client:
-        with pytest.raises(TypeError, match="batchsize; it takes batch_size"):
+        with pytest.raises(TypeError, match="batchsize; it takes access_paths, batch_size"):
             client.encode(["x"], batchsize=4)  # type: ignore[call-arg]
         with pytest.raises(TypeError, match=r"rank\(\) got unexpected keyword argument"):
             client.rank([], top_k=3)  # type: ignore[call-arg]

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clipserve.errors import InvalidInputError
 from clipserve.wire import DocumentProto
 from clipserve.wire.access_paths import (
     MAX_SELECTOR_CHARS,
     ROOTS,
-    AccessPathError,
     Step,
     parse_access_paths,
     select,
@@ -112,7 +112,7 @@ def test_the_walk_stops_one_past_the_limit_and_keep_filters() -> None:
     ],
 )
 def test_a_malformed_selector_is_named_with_what_is_wrong(selector: str, why: str) -> None:
-    with pytest.raises(AccessPathError) as caught:
+    with pytest.raises(InvalidInputError) as caught:
         parse_access_paths(selector, "traversal_paths")
     message = str(caught.value)
     assert f"parameter traversal_paths={selector!r} is not a valid access path" in message
@@ -120,7 +120,7 @@ def test_a_malformed_selector_is_named_with_what_is_wrong(selector: str, why: st
 
 
 def test_a_huge_selector_is_refused_without_being_read() -> None:
-    with pytest.raises(AccessPathError, match=f"characters long, above {MAX_SELECTOR_CHARS}"):
+    with pytest.raises(InvalidInputError, match=f"characters long, above {MAX_SELECTOR_CHARS}"):
         parse_access_paths("@" + "c" * 100_000)
 
 

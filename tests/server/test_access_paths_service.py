@@ -170,19 +170,20 @@ async def test_an_empty_root_is_a_container_unless_only_roots_are_selected(
     )
 
 
+@pytest.mark.parametrize("endpoint", ENCODE_ENDPOINTS)  # "/" embeds "" only for profile's @r
 async def test_a_failing_chunk_is_named_by_id_or_by_place(
-    service: Dispatcher, metrics: Metrics
+    service: Dispatcher, metrics: Metrics, endpoint: str
 ) -> None:
     root = DocumentProto(id="book")
     root.chunks.add(id="fine", text="fine")
     write_ndarray(np.zeros(12, dtype=np.uint8), root.chunks.add().tensor)  # flat: not an image
     root.chunks.add(id="hollow")
-    reply = await answer(service, [root], "/encode", access_paths="@c")
+    reply = await answer(service, [root], endpoint, access_paths="@c")
     description = reply.header.status.description
     assert description.startswith("2 of 3 documents failed: #0.chunks[1]: image tensor must")
     assert "; 'hollow': document has no content" in description
     assert embedding(reply.data.docs.docs[0].chunks[0]) is not None
-    labels = {"protocol": "grpc", "endpoint": "/encode", "status": "error"}
+    labels = {"protocol": "grpc", "endpoint": endpoint, "status": "error"}
     assert metrics.registry.get_sample_value("clipserve_documents_total", labels) == 2
     labels["status"] = "ok"
     assert metrics.registry.get_sample_value("clipserve_documents_total", labels) == 1

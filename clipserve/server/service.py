@@ -5,8 +5,9 @@ Front-ends (gRPC, HTTP, WebSocket) only decode, hand the request to the ``Dispat
 uses the same service through its small public surface (``encode_texts``,
 ``encode_images``, ``check_model_name``, ``resolve_uri``). Policies decided here:
 
-- Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; an empty document is
-  embedded as the empty string, which is what ``profile()`` sends) and ``/rank``. Anything
+- Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; at the default ``@r``
+  an empty document is embedded as the empty string, which is what ``profile()`` sends)
+  and ``/rank``. Anything
   else, and ``data.docs_bytes`` (pickle; never unpickled), refuse the whole request.
 - Parameters (``parameters.py``): ``drop_image_content``, ``model_name`` and
   ``access_paths`` (``traversal_paths``): which documents of the tree to embed, ``@r`` by

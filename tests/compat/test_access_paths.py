@@ -80,6 +80,9 @@ def build_ops(photos: Photos) -> list[dict[str, Any]]:
         {"name": "client_roots_only", "op": "encode_tree", "on_done": False,
          "docs": [{"text": "a page", "chunks": texts}],
          "kwargs": {"parameters": {"access_paths": "@r,c"}}},
+        {"name": "client_chunks_only", "op": "encode_tree", "on_done": False,
+         "docs": [{"text": "a page", "chunks": texts}],
+         "kwargs": {"parameters": {"access_paths": "@c"}}},
     ]  # fmt: skip
 
 
@@ -206,3 +209,7 @@ def test_clip_client_copies_back_only_the_top_level(run: DriverResults, builtin_
     assert run.ok("client_roots_only")["type"] == "DocumentArray"
     got = embedded(run, "client_roots_only")
     check_rows(got, ["#0"], builtin_model.encode_texts(["a page"]))
+    # with @c alone no root has an embedding, which clip-client takes for a broken server
+    record = run["client_chunks_only"]
+    assert record["error_type"] == "ValueError", record
+    assert "Empty embedding returned from the server" in record["error"]

@@ -65,7 +65,7 @@ def check_document_count(count: int, limit: int) -> None:
 
 
 def _has_content_or_no_nested(doc: DocumentProto) -> bool:
-    return doc_kind(doc) != "empty" or not (len(doc.chunks) or len(doc.matches))
+    return not (doc.chunks or doc.matches) or doc_kind(doc) != "empty"
 
 
 class DocumentReader:

@@ -56,7 +56,7 @@ class AccessPaths:
     @property
     def is_all_roots(self) -> bool:
         """Selects exactly the request's documents, in order (the default ``@r``)."""
-        return self.paths == ((Step("r"),),)
+        return self is ROOTS or self.paths == ROOTS.paths
 
     @property
     def reaches_nested(self) -> bool:

@@ -131,10 +131,9 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
         "model: hash\nshutdown_grace_s: 60\n"
         "uri_policy: {enabled: true, allowed_schemes: [http], allow_private: true, timeout_s: 60}\n"
     )  # generous grace and fetch timeouts: failsafes only
-    with (
-        held_image_site() as (image_url, requested, release),
-        serve(tmp_path, "--config", str(config), "--grpc-port", "0", "--http-port", "0") as served,
-    ):
+    with held_image_site() as (image_url, requested, release), serve(
+        tmp_path, "--config", str(config), "--grpc-port", "0", "--http-port", "0"
+    ) as served:
         url = f"http://127.0.0.1:{served.ports['http']}/post"
         body = {"data": [{"id": "held", "uri": image_url}]}
         result: dict[str, httpx.Response] = {}

@@ -178,9 +178,9 @@ def test_metrics_count_http_requests(hash_server):
     assert 'clipserve_request_seconds_count{endpoint="/",protocol="http"}' in text
     # the OpenAI route is counted by the same dispatcher, latency included
     openai = 'endpoint="/v1/embeddings",protocol="http"'
-    assert f'clipserve_requests_total{{{openai},status="ok"}}' in text
-    assert f'clipserve_requests_total{{{openai},status="invalid"}}' in text
-    assert f'clipserve_documents_total{{{openai},status="ok"}}' in text
+    assert f"clipserve_requests_total{{{openai},status=\"ok\"}}" in text
+    assert f"clipserve_requests_total{{{openai},status=\"invalid\"}}" in text
+    assert f"clipserve_documents_total{{{openai},status=\"ok\"}}" in text
     assert f"clipserve_request_seconds_count{{{openai}}}" in text
 
 

@@ -25,6 +25,8 @@ from clipserve.wire.ndarray import read_ndarray
 
 MAX_LISTED_FAILURES = 10
 MAX_CONCURRENT_FETCHES = 8
+#: an access path may look at this many documents per document a request may embed
+WALK_DOCS_PER_LIMIT = 64
 
 #: a document ready for the engine: a text (``str``), an image, or the error it already has
 Prepared = str | ImageItem | ClipServeError
@@ -40,21 +42,18 @@ class _Fetch:
 
 
 def select_documents(docs: Sequence[DocumentProto], paths: AccessPaths, limit: int) -> Selection:
-    """The documents ``paths`` selects, refused whole (``InputRefusedError``) above
-    ``limit``. When a selector reaches below the request's documents, a selected document
+    """The documents ``paths`` selects, refused whole (``InputRefusedError``) when more
+    than ``limit`` are selected or more than ``WALK_DOCS_PER_LIMIT x limit`` would be
+    looked at. When a selector reaches below the request's documents, a selected document
     with no content of its own but with chunks or matches is a container of what it holds:
     it is left out, untouched, rather than failed."""
     if paths.is_all_roots:
         check_document_count(len(docs), limit)
         return Selection(docs)
     keep = _has_content_or_no_nested if paths.reaches_nested else None
-    selection = select(docs, paths, limit, keep)
-    if len(selection.docs) > limit:
-        raise InputRefusedError(
-            f"request selects more than {limit} documents with access_paths "
-            f"{paths.text!r}, above the limit of {limit}; send smaller batches"
-        )
-    return selection
+    return select(
+        docs, paths, keep=keep, max_selected=limit, max_visits=WALK_DOCS_PER_LIMIT * limit
+    )
 
 
 def check_document_count(count: int, limit: int) -> None:

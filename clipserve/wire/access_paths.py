@@ -17,8 +17,8 @@ carried that schema.
 
 Selecting is pure: ``select`` walks ``DocumentProto`` trees and returns the documents with
 their places (``#0.chunks[1]``) for error messages; a document reached by two paths is
-selected once. It stops collecting one past ``limit``, so a caller can refuse a request
-that selects too many without listing all of them.
+selected once. It refuses (``InputRefusedError``) as soon as too many documents are
+selected or looked at, so a huge tree costs no more than the limits allow.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from clipserve.errors import InvalidInputError
+from clipserve.errors import InputRefusedError, InvalidInputError
 from clipserve.wire.clipserve_wire_pb2 import DocumentProto
 
 Field = Literal["r", "c", "m"]
@@ -159,20 +159,26 @@ class Selection:
 def select(
     roots: Sequence[DocumentProto],
     paths: AccessPaths,
-    limit: int | None = None,
+    *,
     keep: Callable[[DocumentProto], bool] | None = None,
+    max_selected: int | None = None,
+    max_visits: int | None = None,
 ) -> Selection:
     """The documents ``paths`` reaches from ``roots``, path by path, each parent's
-    documents in order, those ``keep`` refuses left out; at most ``limit + 1`` of them
-    when ``limit`` is given. ``@r`` without ``keep`` is ``roots`` itself, whatever its
-    length."""
+    documents in order, those ``keep`` refuses left out. ``@r`` without ``keep`` is
+    ``roots`` itself. Raises ``InputRefusedError`` as soon as more than ``max_selected``
+    documents are selected, or more than ``max_visits`` looked at (on the way down, every
+    path counted: a huge tree is refused before it is walked many times over)."""
     if paths.is_all_roots and keep is None:
+        if max_selected is not None and len(roots) > max_selected:
+            raise _too_many(paths, max_selected)
         return Selection(roots)
     docs: list[DocumentProto] = []
     places: list[str] = []
     seen: set[str] | None = set() if len(paths.paths) > 1 else None
+    budget = _Budget(paths, max_visits)
     for path in paths.paths:
-        for place, doc in _walk(None, "", roots, range(len(roots)), path):
+        for place, doc in _walk(None, "", roots, range(len(roots)), path, budget):
             if keep is not None and not keep(doc):
                 continue
             if seen is not None:
@@ -181,9 +187,33 @@ def select(
                 seen.add(place)
             docs.append(doc)
             places.append(place)
-            if limit is not None and len(docs) > limit:
-                return Selection(docs, places)
+            if max_selected is not None and len(docs) > max_selected:
+                raise _too_many(paths, max_selected)
     return Selection(docs, places)
+
+
+def _too_many(paths: AccessPaths, limit: int) -> InputRefusedError:
+    return InputRefusedError(
+        f"access_paths {paths.text!r} selects more than {limit} documents, above the "
+        f"limit of {limit} per request; send smaller batches"
+    )
+
+
+class _Budget:
+    """How many more documents a walk may look at."""
+
+    def __init__(self, paths: AccessPaths, limit: int | None) -> None:
+        self.paths, self.limit, self.left = paths, limit, limit
+
+    def spend(self, count: int) -> None:
+        if self.left is None:
+            return
+        self.left -= count
+        if self.left < 0:
+            raise InputRefusedError(
+                f"access_paths {self.paths.text!r} walks more than {self.limit} documents "
+                "of this request's tree; send smaller requests or a narrower selector"
+            )
 
 
 def _walk(
@@ -192,27 +222,30 @@ def _walk(
     docs: Sequence[DocumentProto],
     indices: range,
     steps: tuple[Step, ...],
+    budget: _Budget,
 ) -> Iterator[tuple[str, DocumentProto]]:
     """(place, document) for every document ``steps`` reaches from ``docs[i] for i in
     indices`` (siblings under ``parent``). A window picks among one parent's documents, as
     in DocArray; nothing is listed before it is needed, so ``select`` can stop early."""
     if not steps:
-        for i in indices:
+        for i in indices:  # one by one: the caller may stop at its limit first
+            budget.spend(1)
             yield _place(parent, name, i), docs[i]
         return
     step, rest = steps[0], steps[1:]
     if step.field == "r":
         window = indices if step.window is None else indices[step.window]
-        yield from _walk(parent, name, docs, window, rest)
+        yield from _walk(parent, name, docs, window, rest, budget)
         return
     nested = _NESTED_NAMES[step.field]
+    budget.spend(len(indices))
     for i in indices:
         children = getattr(docs[i], nested)
         if children:
             window = range(len(children))
             if step.window is not None:
                 window = window[step.window]
-            yield from _walk(_place(parent, name, i), nested, children, window, rest)
+            yield from _walk(_place(parent, name, i), nested, children, window, rest, budget)
 
 
 def _place(parent: str | None, name: str, index: int) -> str:

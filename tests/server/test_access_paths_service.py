@@ -193,8 +193,11 @@ async def test_the_document_limit_counts_the_selected_documents(service: Dispatc
     root = DocumentProto(id="one-root", text="x")
     for i in range(10_000):
         root.chunks.add(id=str(i), text="chunk")
-    with pytest.raises(InputRefusedError, match="selects more than 64 documents"):
+    with pytest.raises(InputRefusedError, match="'@c' selects more than 64 documents"):
         await answer(service, [root], "/encode", access_paths="@c")
+    # a selector that looks at every chunk but selects none: refused after 64 x 64 looks
+    with pytest.raises(InputRefusedError, match="'@cm' walks more than 4096 documents"):
+        await answer(service, [root], "/encode", access_paths="@cm")
     assert service.service.engine.stats["text"].items == 0
     # the same request at @r is one document; its chunks travel back untouched
     reply = await answer(service, [root], "/encode")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipserve.errors import InvalidInputError
+from clipserve.errors import InputRefusedError, InvalidInputError
 from clipserve.wire import DocumentProto
 from clipserve.wire.access_paths import (
     MAX_SELECTOR_CHARS,
@@ -80,12 +80,20 @@ def test_the_default_is_the_request_itself_and_only_it_reaches_no_nested() -> No
     assert parse_access_paths("@r,c").reaches_nested and parse_access_paths("@m").reaches_nested
 
 
-def test_the_walk_stops_one_past_the_limit_and_keep_filters() -> None:
+def test_limits_refuse_a_walk_early_and_keep_filters() -> None:
     root = DocumentProto(id="root")
     for i in range(10_000):
         root.chunks.add(id=str(i))
-    selection = select([root], parse_access_paths("@c"), limit=64)
-    assert len(selection.docs) == 65
+    with pytest.raises(InputRefusedError, match="'@c' selects more than 64 documents"):
+        select([root], parse_access_paths("@c"), max_selected=64)
+    assert len(select([root], parse_access_paths("@c[:64]"), max_selected=64).docs) == 64
+    with pytest.raises(InputRefusedError, match="'@cm' walks more than 4096 documents"):
+        select([root], parse_access_paths("@cm"), max_selected=64, max_visits=4096)
+    many_paths = ",".join(["c[:1]"] * 40)  # each path looks at the root again
+    with pytest.raises(InputRefusedError, match="walks more than 50 documents"):
+        select([root], parse_access_paths(many_paths), max_visits=50)
+    with pytest.raises(InputRefusedError, match="'@r' selects more than 2"):
+        select(tree(), parse_access_paths("@r"), max_selected=2)
     kept = select(tree(), parse_access_paths("@r,c"), keep=lambda d: d.id != "a")
     assert [d.id for d in kept.docs] == ["b", "c", "a0", "a1", "b0"]
 

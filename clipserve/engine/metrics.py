@@ -58,6 +58,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.prepare_cpu = Counter(
+            "clipserve_prepare_cpu_seconds",
+            "CPU time the preprocessing threads spent decoding images / tokenising texts.",
+            ["modality"],
+            registry=registry,
+        )
         # front-ends
         self.requests = Counter(
             "clipserve_requests",

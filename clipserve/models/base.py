@@ -30,6 +30,10 @@ class EmbeddingModel(ABC):
     backend: str = "torch"
     #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
     precision: str = "float"
+    #: True: decode every image at full size and preprocess exactly as the model's reference
+    #: does (slow on big photos). False (default): big photos are decoded straight to about
+    #: twice the model's input (``models.images``), then preprocessed the same way
+    exact_preprocess: bool = False
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:

@@ -29,13 +29,15 @@ def replica_devices(config: ServerConfig) -> list[str]:
 def load_configured_model(config: ServerConfig, device: str | None = None) -> EmbeddingModel:
     from clipserve.models.registry import load_model
 
-    return load_model(
+    model = load_model(
         config.model,
         backend=config.backend,
         device=device or replica_devices(config)[0],
         cache_dir=config.cache_dir,
         precision=config.precision,
     )
+    model.exact_preprocess = config.exact_preprocess
+    return model
 
 
 async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:

@@ -134,7 +134,7 @@ class BuiltinModel(EmbeddingModel):
     # -- images -------------------------------------------------------------------------------
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return preprocess(image)
+        return preprocess(image, exact=self.exact_preprocess)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

@@ -124,7 +124,7 @@ class TorchClipModel(EmbeddingModel):
 
     # -- the model contract -------------------------------------------------------------
     def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return self.preprocessor(image)
+        return self.preprocessor(image, exact=self.exact_preprocess)
 
     def prepare_texts(self, texts: list[str] | tuple[str, ...]) -> TokenBatch:
         return self.tokenizer(texts)

@@ -243,6 +243,10 @@ class Engine:
         await self._admission.reserve({"text": len(texts)})
         return await self._submit({"text": texts}) if texts else []
 
+    def cache_info(self) -> dict[str, Any]:
+        """What /health shows about the embedding cache: none here (see ``CachedEngine``)."""
+        return {"enabled": False}
+
     def _check_running(self) -> None:
         if self._state != "running":
             state = "not started" if self._state == "new" else self._state

@@ -24,6 +24,9 @@ from clipserve.errors import InvalidInputError
 #: default cap on width x height, checked before any pixel is decoded (decompression bombs)
 DEFAULT_MAX_PIXELS = 64_000_000
 MAX_ENCODED_BYTES = 64 * 1024 * 1024
+#: names the reduced-decode recipe below; part of every model's ``identity()`` (so of
+#: embedding cache keys): change it when the fast path's pixels change
+DECODE_VERSION = "decode-v1"
 
 
 def decode_image(

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from clipserve.engine import Engine, ImageItem, TextItem
+from clipserve.engine import CachedEngine, Engine, ImageItem, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import (
     ClipServeError,
@@ -83,7 +83,7 @@ class EmbeddingService:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | CachedEngine,
         *,
         model_name: str,
         limits: Limits | None = None,
@@ -106,6 +106,8 @@ class EmbeddingService:
             "precision": model.precision,
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
+            "exact_preprocess": model.exact_preprocess,
+            "cache": self.engine.cache_info(),
         }
 
     # ---- DataRequestProto -------------------------------------------------------------

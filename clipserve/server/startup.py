@@ -17,6 +17,7 @@ from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
 
 T = TypeVar("T")
+MiB = 1024 * 1024
 
 
 def replica_devices(config: ServerConfig) -> list[str]:
@@ -66,6 +67,20 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=work, name="clipserve-load", daemon=True).start()
     return await future
+
+
+def with_cache(engine: Any, config: ServerConfig, metrics: Any) -> Any:
+    """``engine`` behind the embedding cache the config asks for (itself if none)."""
+    from clipserve.engine import CachedEngine, EmbeddingCache
+
+    if config.cache_mb <= 0 and not config.cache_disk_dir:
+        return engine
+    cache = EmbeddingCache(
+        int(config.cache_mb * MiB),
+        disk_dir=config.cache_disk_dir,
+        disk_max_bytes=int(config.cache_disk_mb * MiB),
+    )
+    return CachedEngine(engine, cache, metrics)
 
 
 def limits_from(value: Any) -> Any:

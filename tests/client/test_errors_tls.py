@@ -56,8 +56,9 @@ def test_credentials_on_every_protocol(auth_server, scheme) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_queue_server() -> Iterator[RunningServer]:
-    """A queue too small for a batch of 64: every such request is refused as overloaded."""
-    with running_server(loopback_config(max_queue_items=8)) as server:
+    """A queue too small for a batch of 64: every such request is refused as overloaded (the
+    cache is off, or the texts sent again would be answered from it)."""
+    with running_server(loopback_config(max_queue_items=8, cache_mb=0)) as server:
         yield server
 
 

@@ -236,8 +236,9 @@ async def test_model_failure_fails_only_that_batch(slow_server) -> None:
 def tiny_queue_server() -> Iterator[RunningServer]:
     model = GatedModel(delay_s=0.15)
     config = loopback_config(
-        max_batch_size=4, max_queue_items=8, max_queue_wait_s=0.0, shutdown_grace_s=1.0
-    )
+        max_batch_size=4, max_queue_items=8, max_queue_wait_s=0.0, shutdown_grace_s=1.0,
+        cache_mb=0,  # the same texts again must reach the queue
+    )  # fmt: skip
     with running_server(config, model=model, metrics=Metrics(CollectorRegistry())) as running:
         yield running
 

@@ -92,6 +92,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="comma-separated allowed CORS origins, '*' for any (default: no CORS headers)",
     )
     p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        help="the web page at / (default: on; --no-ui keeps only /static/clipserve.js)",
+    )
+    p.add_argument(
         "--max-batch-size", type=int, help=f"items per forward pass (default: {d.max_batch_size})"
     )
     p.add_argument(

@@ -169,6 +169,7 @@ class ClipServer:
             max_body_bytes=config.http_max_body_mb * MiB,
             serve_http="http" in config.protocols,
             serve_websocket="websocket" in config.protocols,
+            serve_ui=config.ui,
             max_inflight=config.max_inflight_per_stream,
         )
         app = build_app(

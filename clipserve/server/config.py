@@ -54,6 +54,8 @@ class ServerConfig:
     open_metrics: bool = True
     #: allowed CORS origins (``["*"]`` for any); empty means no CORS headers
     cors: tuple[str, ...] = ()
+    #: the web page at ``GET /`` (``--no-ui`` turns it off; ``/static/clipserve.js`` stays)
+    ui: bool = True
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     #: a stock clip-client keeps up to 100 requests in flight over HTTP: 6,400 items at its

@@ -3,7 +3,8 @@
 Routes: ``POST /post`` (endpoint from the body's ``execEndpoint``, default ``/``),
 ``POST /encode``, ``POST /rank``, ``POST /v1/embeddings`` (OpenAI), ``GET /openapi.json``
 (clip-client reads it to pick ``/encode``), ``GET /health``, ``/healthz``, ``/readyz``,
-``GET /metrics`` (Prometheus) and the WebSocket at ``/``.
+``GET /metrics`` (Prometheus) and the WebSocket at ``/``; the web page at ``GET /`` and the
+JavaScript client at ``/static/clipserve.js`` (``clipserve.web``).
 
 Bodies are JSON (jina's shape, see ``clipserve.wire.json_codec``) or, with
 ``Content-Type: application/x-protobuf``, a serialized ``DataRequestProto``; the reply is
@@ -36,6 +37,8 @@ from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher, parse_request
 from clipserve.server.errors_map import http_error_body, http_status
 from clipserve.server.websocket import WebSocketSessions
+from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
+from clipserve.web import STATIC_PREFIX, web_routes
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.json_codec import loads, request_from_json, request_to_json
 from clipserve.wire.messages import endpoint_of
@@ -68,6 +71,8 @@ class HttpState:
     max_body_bytes: int
     serve_http: bool = True
     serve_websocket: bool = True
+    #: the web page at ``/`` (the client module at ``/static/clipserve.js`` is always served)
+    serve_ui: bool = True
     max_inflight: int = 64
     ready: bool = True
     sessions: WebSocketSessions = field(init=False)
@@ -96,9 +101,10 @@ def build_app(
         routes += [
             Route(path, _health_route(state, path), methods=["GET"]) for path in HEALTH_PATHS
         ]
+        routes += web_routes(_page_facts(state), page=state.serve_ui)
     if state.serve_websocket:
         routes.append(WebSocketRoute("/", state.sessions.serve))
-    open_paths = {"/openapi.json"}
+    open_paths = {"/openapi.json", *WEB_OPEN_PATHS}
     if open_health:
         open_paths.update(HEALTH_PATHS)
     if open_metrics:
@@ -113,7 +119,11 @@ def build_app(
                 allow_headers=["*"],
             )
         )
-    middleware.append(Middleware(_AuthMiddleware, auth=state.auth, open_paths=open_paths))
+    middleware.append(
+        Middleware(
+            _AuthMiddleware, auth=state.auth, open_paths=open_paths, open_prefix=STATIC_PREFIX
+        )
+    )
     handlers = {404: _not_found, 405: _not_found}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
@@ -196,6 +206,12 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
         return JSONResponse(reply)
 
     return route
+
+
+def _page_facts(state: HttpState) -> dict[str, Any]:
+    """What the web page must know before it has a token."""
+    protocols = [name for name, on in (("http", True), ("websocket", state.serve_websocket)) if on]
+    return {"auth_required": state.auth.enabled, "protocols": protocols}
 
 
 def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
@@ -293,13 +309,19 @@ class _AuthMiddleware:
     """401 for HTTP requests without the right ``Authorization`` header (WebSocket
     connections are checked by the WebSocket handler, which also takes a first frame)."""
 
-    def __init__(self, app: ASGIApp, auth: TokenAuth, open_paths: set[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: TokenAuth, open_paths: set[str], open_prefix: str
+    ) -> None:
         self.app = app
         self.auth = auth
         self.open_paths = open_paths
+        self.open_prefix = open_prefix
+
+    def _is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.auth.enabled and scope["path"] not in self.open_paths:
+        if scope["type"] == "http" and self.auth.enabled and not self._is_open(scope["path"]):
             credential = None
             for key, value in scope.get("headers", ()):
                 if key == b"authorization":

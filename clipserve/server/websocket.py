@@ -7,6 +7,7 @@ input: the server sends the remaining replies, then closes with 1000.
 Authentication (when a token is configured): the ``Authorization`` header on the upgrade
 request, or else a first *text* frame ``{"authorization": "<token>"}`` (browsers cannot
 set headers). A wrong or missing credential closes with 1008 before anything is read.
+Without a configured token, such a first frame is ignored (a client cannot tell in advance).
 Request-level errors, overload included, are ERROR replies (``errors_map``).
 """
 
@@ -77,11 +78,16 @@ class _Session:
         try:
             if not await self._authenticate():
                 return
+            first = not self.owner.auth.enabled
             while not self.closed:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")
+                if data is None and first and _is_auth_frame(message.get("text")):
+                    first = False  # a token this server does not need: harmless
+                    continue
+                first = False
                 if data is None:
                     await self.close(WS_UNSUPPORTED_DATA, "text frames are not requests")
                     break
@@ -179,6 +185,14 @@ class _Session:
         except TimeoutError:
             pass
         await self.close(1001, "server shutting down")
+
+
+def _is_auth_frame(text: str | None) -> bool:
+    try:
+        value = json.loads(text or "")
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and {key.lower() for key in value} == {"authorization"}
 
 
 def _token_from_frame(text: str | None) -> str | None:

@@ -11,8 +11,12 @@ change no one would see), and the highest cosine between two *different* photos 
 random-weight CLIP maps every photo close to every other, so its agreement is only telling
 next to that row).
 
+A second table measures ``Client(image_max_side=N)``: each photo shrunk on the client
+(``clipserve.client.shrink``) then embedded as the server would, against the exact embedding
+of the original, with the bytes that travel.
+
     python benchmarks/bench_decode_agreement.py [--megapixels 12] [--clip ViT-B-32::random]
-        [--backend torch] [--grain 0,4]
+        [--backend torch] [--grain 0,4] [--client-sides 1024,768,512]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clipserve.client.shrink import shrink_image  # noqa: E402
 from clipserve.models.registry import load_model  # noqa: E402
 from tests.photos import encode, source_photos, upscaled  # noqa: E402
 
@@ -51,7 +56,9 @@ def main() -> None:
     parser.add_argument("--clip", default="ViT-B-32::random")
     parser.add_argument("--backend", default="torch")
     parser.add_argument("--grain", default="0,4", help="grain levels to test (comma-separated)")
+    parser.add_argument("--client-sides", default="1024,768,512")
     args = parser.parse_args()
+    sides = [int(side) for side in args.client_sides.split(",") if side]
     photos: list[tuple[str, bytes]] = []
     shifted: list[np.ndarray] = []
     for grain in (float(g) for g in args.grain.split(",")):
@@ -62,7 +69,8 @@ def main() -> None:
     retina = dict(source_photos())["retina"]
     photos.append(("retina 1411x1411 as shipped", encode(upscaled(retina, 1411 * 1411 / 1e6, 0))))
     files = [data for _, data in photos]
-    columns = {}
+    sent = {n: [(shrink_image(f, n) or (f, ""))[0] for f in files] for n in sides}
+    columns, client = {}, {}
     for label, name in (("built-in", "builtin"), (args.clip, args.clip)):
         model = load_model(name, backend=args.backend)
         exact, exact_ms = embed(model, files, exact=True)
@@ -72,6 +80,9 @@ def main() -> None:
         jitter = min(cosine(a, b) for a, b in zip(exact, moved, strict=False))
         others = max(cosine(exact[i], exact[j]) for i, j in itertools.combinations(range(8), 2))
         columns[label] = (agreement, others, exact_ms, fast_ms, jitter)
+        for side in sides:
+            shrunk, _ = embed(model, sent[side], exact=False)
+            client[label, side] = min(cosine(a, b) for a, b in zip(exact, shrunk, strict=True))
         model.close()
     labels = list(columns)
     print(f"\ncosine(exact, fast) per photo, JPEG quality 90; {args.backend} backend\n")
@@ -88,6 +99,17 @@ def main() -> None:
     print(f"| (highest cosine between two different photos) | | {others} |")
     costs = " | ".join(f"{columns[lb][2]:.0f} -> {columns[lb][3]:.0f}" for lb in labels)
     print(f"| prepare CPU ms per photo, exact -> fast | | {costs} |")
+    if not sides:
+        return
+    print("\nClient(image_max_side=N): lowest cosine with the exact embedding of the original")
+    print("| image_max_side | MB sent per photo (mean) | " + " | ".join(labels) + " |")
+    print("|---|---|" + "---|" * len(labels))
+    fast_row = " | ".join(f"{min(columns[label][0]):.6f}" for label in labels)
+    mean_mb = np.mean([len(f) for f in files]) / 1e6
+    print(f"| None (the original, fast path) | {mean_mb:.2f} | {fast_row} |")
+    for side in sides:
+        cells = " | ".join(f"{client[label, side]:.6f}" for label in labels)
+        print(f"| {side} | {np.mean([len(f) for f in sent[side]]) / 1e6:.2f} | {cells} |")
 
 
 if __name__ == "__main__":

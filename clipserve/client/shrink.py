@@ -22,9 +22,7 @@ def require_pillow() -> None:
     try:
         import PIL  # noqa: F401
     except ImportError as exc:
-        raise ImportError(
-            "image_max_side needs Pillow on the client: pip install pillow"
-        ) from exc
+        raise ImportError("image_max_side needs Pillow on the client: pip install pillow") from exc
 
 
 def check_max_side(value: Any) -> int | None:

@@ -37,11 +37,23 @@ THREAD_HASH_BYTES = 256 * 1024
 
 
 class CachedEngine:
-    """``engine`` with ``cache`` in front. ``start``/``stop`` start and stop both."""
+    """``engine`` with ``cache`` in front. ``start``/``stop`` start and stop both.
 
-    def __init__(self, engine: Any, cache: EmbeddingCache, metrics: Metrics | None = None) -> None:
+    ``identity`` names what decides the embeddings (default: ``engine.model.identity()``,
+    read at ``start``); give it for engines whose model lives elsewhere (e.g. a Ray cluster).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        cache: EmbeddingCache,
+        metrics: Metrics | None = None,
+        *,
+        identity: str | None = None,
+    ) -> None:
         self.engine = engine
         self.cache = cache
+        self.identity = identity
         self.metrics = metrics or METRICS
         self.hits = self.misses = self.coalesced = 0
         self._keys: CacheKeys | None = None
@@ -69,7 +81,7 @@ class CachedEngine:
 
     async def start(self) -> None:
         await self.engine.start()
-        self._keys = CacheKeys(self.engine.model.identity())
+        self._keys = CacheKeys(self.identity or self.engine.model.identity())
         if self.cache.disk is not None:
             self._disk_writer = ThreadPoolExecutor(1, "clipserve-cache-disk")
         self._update_size()

@@ -32,17 +32,19 @@ def test_repeated_inputs_are_served_from_the_cache() -> None:
     assert "clipserve_cache_evictions_total 0.0" in exposition
 
 
-def test_cache_mb_zero_turns_it_off() -> None:
+def test_cache_mb_zero_turns_it_off_and_exact_preprocess_reaches_the_model() -> None:
     args = build_parser().parse_args(["serve", "--cache-mb", "0", "--exact-preprocess"])
     config = config_from_args(args)
     assert (config.cache_mb, config.exact_preprocess) == (0, True)
     assert config_from_args(build_parser().parse_args(["serve"])).cache_mb == 128
     metrics = Metrics(CollectorRegistry())
-    with running_server(loopback_config(cache_mb=0), metrics=metrics) as server:
+    config = loopback_config(cache_mb=0, exact_preprocess=True)
+    with running_server(config, metrics=metrics) as server:
+        assert server.model.exact_preprocess
         with Client(server.urls["grpc"]) as client:
             embeddings = [client.encode(["same"]) for _ in range(2)]
         health = httpx.get(server.urls["http"] + "/health").json()
-    assert health["cache"] == {"enabled": False}
+    assert health["cache"] == {"enabled": False} and health["exact_preprocess"] is True
     np.testing.assert_array_equal(*embeddings)
     items = metrics.registry.get_sample_value(
         "clipserve_items_total", {"modality": "text", "outcome": "ok"}

@@ -8,7 +8,10 @@ files sent are the same bytes and the cache never answers (its hashing cost is i
 In between, this process runs the same model's forward pass alone on already-prepared
 pixels (same batch size, same thread settings). Rounds alternate, so both see the same
 machine; the ratio is per round. The profile columns split the server's CPU time: decode +
-preprocess (``clipserve_prepare_cpu_seconds``) against the process total.
+preprocess (``clipserve_prepare_cpu_seconds``) against the process total; and compare CPU
+time per image, served (the server process) and model alone (this process): on a machine
+shared with other work that ratio predicts the throughput ratio the server would reach with
+the cores to itself better than wall-clock rates do.
 
     python benchmarks/bench_photos.py [--settings builtin:torch:float,ViT-B-32::random:onnx:int8]
         [--megapixels 12,3] [--photos 32] [--rounds 3] [--batch 32] [--streams 2]
@@ -73,17 +76,19 @@ def prepare_cpu_seconds(http_port: int) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def model_only(model, pixels: np.ndarray, batches: int) -> float:  # type: ignore[no-untyped-def]
+def model_only(model, pixels: np.ndarray, batches: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(images/s, CPU ms per image of this process: the model's threads included)."""
     time.sleep(0.5)  # let the server's idle threads settle
     model.forward_images(pixels)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         model.forward_images(pixels)
-    return batches * len(pixels) / (time.perf_counter() - started)
+    images = batches * len(pixels)
+    return images / (time.perf_counter() - started), (time.process_time() - cpu) * 1e3 / images
 
 
 def served(server, photos: list[bytes], args: argparse.Namespace, round_tag: str):  # type: ignore[no-untyped-def]
-    """(images/s, decode share of the server's CPU time) for one pass over ``photos``."""
+    """(images/s, decode share of the server's CPU time, server CPU ms per image)."""
 
     def request(start: int):  # type: ignore[no-untyped-def]
         docs = [
@@ -111,7 +116,8 @@ def served(server, photos: list[bytes], args: argparse.Namespace, round_tag: str
     )
     cpu = process_cpu_seconds(server.process.pid) - cpu_before
     prepare = prepare_cpu_seconds(server.http_port) - prepare_before
-    return rate, prepare / cpu if cpu else float("nan")
+    images = (per_stream * args.streams + args.streams) * args.batch  # warm-ups included
+    return rate, prepare / cpu if cpu else float("nan"), cpu * 1e3 / images
 
 
 def bench_setting(setting: str, sizes: dict[float, list[bytes]], args: argparse.Namespace) -> list:  # type: ignore[type-arg]
@@ -125,20 +131,17 @@ def bench_setting(setting: str, sizes: dict[float, list[bytes]], args: argparse.
     rows = []
     with serve_subprocess(flags, ready_timeout=900) as server:
         for megapixels, photos in sizes.items():
-            ratios, rates, alone, shares = [], [], [], []
+            runs = []
             for index in range(args.rounds):
-                model_rate = model_only(model, pixels, max(2, len(photos) // args.batch))
-                rate, share = served(server, photos, args, f"{megapixels}-{index}")
-                ratios.append(rate / model_rate)
-                rates.append(rate)
-                alone.append(model_rate)
-                shares.append(share)
+                model_rate, model_cpu = model_only(model, pixels, max(2, len(photos) // args.batch))
+                rate, share, served_cpu = served(server, photos, args, f"{megapixels}-{index}")
+                runs.append((model_rate, rate, rate / model_rate, share, model_cpu, served_cpu))
                 print(f"  {setting} {megapixels:g} MP round {index}: served {rate:.1f}, "
-                      f"model alone {model_rate:.1f} images/s, decode {share:.0%} of server CPU",
-                      flush=True)  # fmt: skip
-            rows.append((setting, megapixels, statistics.median(alone),
-                         statistics.median(rates), statistics.median(ratios),
-                         statistics.median(shares)))  # fmt: skip
+                      f"model alone {model_rate:.1f} images/s; CPU ms/image served "
+                      f"{served_cpu:.0f}, model alone {model_cpu:.0f}; decode {share:.0%} of "
+                      "server CPU", flush=True)  # fmt: skip
+            medians = [statistics.median(column) for column in zip(*runs, strict=True)]
+            rows.append((setting, megapixels, *medians))
     model.close()
     return rows
 

@@ -32,16 +32,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clipserve.errors import ClipServeError, InputRefusedError
+from clipserve.engine.metrics import Metrics
+from clipserve.errors import ClipServeError
 from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher, parse_request
-from clipserve.server.errors_map import http_error_body, http_status
+from clipserve.server.errors_map import BodyTooLargeError, http_error_body, http_status
+from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
 from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
 from clipserve.web import STATIC_PREFIX, web_routes
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.json_codec import loads, request_from_json, request_to_json
-from clipserve.wire.messages import endpoint_of
+from clipserve.wire.messages import OPENAI_ENDPOINT, endpoint_of
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
@@ -50,10 +52,6 @@ _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 #: bodies larger than this are parsed in a worker thread, off the event loop
 _THREAD_PARSE_BYTES = 512 * 1024
-
-
-class BodyTooLargeError(InputRefusedError):
-    """The request body is above the configured limit."""
 
 
 class ClientDisconnectedError(Exception):
@@ -65,9 +63,9 @@ class HttpState:
     """What the routes need; ``ready`` turns False while the server drains."""
 
     dispatcher: Dispatcher
-    service: Any
+    service: EmbeddingService
     auth: TokenAuth
-    metrics: Any
+    metrics: Metrics
     max_body_bytes: int
     serve_http: bool = True
     serve_websocket: bool = True
@@ -95,7 +93,7 @@ def build_app(
             Route("/post", _data_route(state, None), methods=["POST"]),
             Route("/encode", _data_route(state, "/encode"), methods=["POST"]),
             Route("/rank", _data_route(state, "/rank"), methods=["POST"]),
-            Route("/v1/embeddings", _openai_route(state), methods=["POST"]),
+            Route(OPENAI_ENDPOINT, _openai_route(state), methods=["POST"]),
             Route("/metrics", _metrics_route(state), methods=["GET"]),
         ]
         routes += [
@@ -198,7 +196,11 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
             body = loads(await _read_body(request, state.max_body_bytes))
-            reply = await _unless_disconnected(request, state.service.embed_openai(body))
+        except Exception as exc:
+            state.dispatcher.rejected("http", exc, OPENAI_ENDPOINT)
+            return _error_response(exc)
+        try:
+            reply = await _unless_disconnected(request, state.dispatcher.answer_openai(body))
         except ClientDisconnectedError:
             return Response(status_code=499)
         except Exception as exc:
@@ -301,8 +303,7 @@ async def _disconnected(request: Request) -> None:
 def _error_response(exc: Exception) -> Response:
     if not isinstance(exc, ClipServeError):
         log.exception("HTTP request failed")
-    status = 413 if isinstance(exc, BodyTooLargeError) else http_status(exc)
-    return JSONResponse(http_error_body(exc), status_code=status)
+    return JSONResponse(http_error_body(exc), status_code=http_status(exc))
 
 
 class _AuthMiddleware:

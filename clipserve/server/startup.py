@@ -13,11 +13,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clipserve.engine import CachedEngine, EmbeddingCache, Engine
+from clipserve.engine.metrics import Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
+from clipserve.server.limits import Limits, MiB
+from clipserve.server.uri_fetch import UriPolicy
 
 T = TypeVar("T")
-MiB = 1024 * 1024
 
 
 def replica_devices(config: ServerConfig) -> list[str]:
@@ -69,10 +72,8 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def with_cache(engine: Any, config: ServerConfig, metrics: Any) -> Any:
+def with_cache(engine: Engine, config: ServerConfig, metrics: Metrics) -> Engine | CachedEngine:
     """``engine`` behind the embedding cache the config asks for (itself if none)."""
-    from clipserve.engine import CachedEngine, EmbeddingCache
-
     if config.cache_mb <= 0 and not config.cache_disk_dir:
         return engine
     cache = EmbeddingCache(
@@ -83,9 +84,7 @@ def with_cache(engine: Any, config: ServerConfig, metrics: Any) -> Any:
     return CachedEngine(engine, cache, metrics)
 
 
-def limits_from(value: Any) -> Any:
-    from clipserve.server.limits import Limits
-
+def limits_from(value: Limits | Mapping[str, Any] | None) -> Limits | None:
     if value is None or isinstance(value, Limits):
         return value
     if isinstance(value, Mapping):
@@ -93,11 +92,11 @@ def limits_from(value: Any) -> Any:
     raise ValueError(f"limits must be a mapping of Limits fields, got {value!r}")
 
 
-def uri_policy_from(value: Any) -> Any:
-    if value is None or not isinstance(value, Mapping):
+def uri_policy_from(value: UriPolicy | Mapping[str, Any] | None) -> UriPolicy | None:
+    if value is None or isinstance(value, UriPolicy):
         return value
-    from clipserve.server.uri_fetch import UriPolicy
-
+    if not isinstance(value, Mapping):
+        raise ValueError(f"uri_policy must be a mapping of UriPolicy fields, got {value!r}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     return UriPolicy(**fields)
 

@@ -21,11 +21,10 @@ import weakref
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from clipserve.errors import AuthenticationError, InvalidInputError, ServerUnavailableError
+from clipserve.errors import AuthenticationError, ClipServeError
 from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher, error_reply, parse_request
+from clipserve.server.dispatch import Dispatcher
 from clipserve.server.errors_map import (
-    WS_IN_BAND,
     WS_NORMAL,
     WS_UNSUPPORTED_DATA,
     public_message,
@@ -128,31 +127,13 @@ class _Session:
 
     async def _answer(self, data: bytes) -> None:
         try:
-            reply = await self._reply_for(data)
-            if reply is not None:
-                await self.send(reply)
-        except ServerUnavailableError as exc:
+            await self.send(await self.owner.dispatcher.reply_for(data, "websocket"))
+        except Exception as exc:  # not answered in band: the connection ends (errors_map)
+            if not isinstance(exc, ClipServeError):
+                log.exception("WebSocket request failed")
             await self.close(ws_close_code(exc), public_message(exc))
-        except Exception:
-            log.exception("WebSocket request failed")
-            await self.close(1011, "internal server error")
         finally:
             self.slots.release()
-
-    async def _reply_for(self, data: bytes) -> DataRequestProto | None:
-        try:
-            request = parse_request(data)
-        except InvalidInputError as exc:
-            self.owner.dispatcher.rejected("websocket", exc)
-            request_id = getattr(exc, "request_id", None)
-            if request_id is None:
-                await self.close(ws_close_code(exc), public_message(exc))
-                return None
-            return error_reply(request_id, exc)
-        try:
-            return await self.owner.dispatcher.answer(request, "websocket")
-        except WS_IN_BAND as exc:
-            return error_reply(request, exc)
 
     async def send(self, reply: DataRequestProto) -> None:
         payload = reply.SerializeToString()

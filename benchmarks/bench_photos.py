@@ -196,12 +196,14 @@ def main() -> None:
           f"medians of {args.rounds} rounds")  # fmt: skip
     print(
         "| model | photos | model alone, images/s | served, images/s | served / model "
-        "(target >= 0.8) | decode share of server CPU |"
+        "(target >= 0.8) | decode share of server CPU | CPU ms/image, model alone / served "
+        "| CPU ratio |"
     )
-    print("|---|---|---|---|---|---|")
-    for setting, megapixels, alone, rate, ratio, share in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for setting, megapixels, alone, rate, ratio, share, model_cpu, served_cpu in rows:
         print(f"| {setting} | {megapixels:g} MP JPEG | {alone:.1f} | {rate:.1f} | "
-              f"**{ratio:.2f}** | {share:.0%} |")  # fmt: skip
+              f"**{ratio:.2f}** | {share:.0%} | {model_cpu:.0f} / {served_cpu:.0f} | "
+              f"{model_cpu / served_cpu:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

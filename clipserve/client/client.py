@@ -20,6 +20,7 @@ from clipserve.client.fetch import ImageFetcher
 from clipserve.client.pipeline import Callback, Pipeline
 from clipserve.client.progress import ProgressReporter
 from clipserve.client.retry import RetryPolicy
+from clipserve.client.shrink import check_max_side
 from clipserve.client.sync import LoopThread
 from clipserve.client.transports import Transport, TransportOptions, make_transport
 from clipserve.client.urls import parse_server
@@ -96,6 +97,7 @@ class Client:
         verify: bool | str = True,
         fetch_timeout: float = 30.0,
         http_format: str = "auto",
+        image_max_side: int | None = None,
     ) -> None:
         self.address = parse_server(server)
         self.server = server
@@ -107,6 +109,8 @@ class Client:
             raise ValueError(f"http_format must be auto, json or protobuf, not {http_format!r}")
         if timeout is not None and timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive (timeout may be None)")
+        #: images whose longer side exceeds this are shrunk before sending (None: never)
+        self.image_max_side = check_max_side(image_max_side)
         self.batch_size = batch_size
         self.prefetch = prefetch
         self.timeout = timeout
@@ -243,6 +247,7 @@ class Client:
             timeout=self.timeout,
             retry=self.retry,
             fetch_timeout=self.fetch_timeout,
+            image_max_side=self.image_max_side,
             progress=reporter,
             on_done=on_done,
             on_error=on_error,

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from clipserve.engine import Engine, ImageItem, Outcome, TextItem
+from clipserve.engine import CachedEngine, Engine, ImageItem, Outcome, TextItem
 from clipserve.errors import ClipServeError, InvalidInputError
 from clipserve.server import rank as ranking
 from clipserve.server.documents import (
@@ -63,7 +63,7 @@ class EmbeddingService:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | CachedEngine,
         *,
         model_name: str,
         limits: Limits | None = None,
@@ -83,6 +83,8 @@ class EmbeddingService:
             "precision": model.precision,
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
+            "exact_preprocess": model.exact_preprocess,
+            "cache": self.engine.cache_info(),
         }
 
     # ---- the public surface other front-ends build on -------------------------------

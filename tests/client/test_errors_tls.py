@@ -61,8 +61,9 @@ def test_credentials_on_every_protocol(auth_server, scheme) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_queue_server() -> Iterator[RunningServer]:
-    """A queue too small for a batch of 64: every such request is refused as overloaded."""
-    config = loopback_config(max_queue_items=8)
+    """A queue too small for a batch of 64: every such request is refused as overloaded (the
+    cache is off, or the texts sent again would be answered from it)."""
+    config = loopback_config(max_queue_items=8, cache_mb=0)
     with running_server(config, metrics=Metrics(CollectorRegistry())) as server:
         yield server
 

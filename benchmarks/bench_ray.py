@@ -107,8 +107,11 @@ def run_load(urls: list[str], *, clients: int, seconds: float, kind: str = "text
 def server(
     args: list[str], log_name: str, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
+    """A ``clipserve serve`` subprocess, without the embedding cache: the loads repeat
+    their inputs, and these benchmarks measure the path to the model, not the cache."""
     log = Path(tempfile.gettempdir()) / f"bench-ray-{log_name}.log"
-    with serve_subprocess([*args, "--log-level", "warning"], log_file=log, env=env) as process:
+    args = [*args, "--log-level", "warning", "--cache-mb", "0"]
+    with serve_subprocess(args, log_file=log, env=env) as process:
         yield process
 
 

@@ -60,6 +60,11 @@ class RemoteModel:
     dim: int
     backend: str
     precision: str
+    exact_preprocess: bool
+    model_identity: str
+
+    def identity(self) -> str:
+        return self.model_identity
 
 
 class RayEngine:
@@ -120,7 +125,10 @@ class RayEngine:
             raise RuntimeError(f"engine cannot start: it is {self._state}")
         await self.monitor.start()
         info = await self._call("info")
-        self._model = RemoteModel(info["name"], info["dim"], info["backend"], info["precision"])
+        self._model = RemoteModel(
+            info["name"], info["dim"], info["backend"], info["precision"],
+            info["exact_preprocess"], info["identity"],
+        )  # fmt: skip
         self.max_batch_size = int(info["max_batch_size"])
         self.chunk_items = self.settings.call_items(self.max_batch_size)
         self._batcher = CallBatcher(
@@ -144,6 +152,9 @@ class RayEngine:
         if started:
             self.metrics.registry.unregister(self._collector)
         self._state = "stopped"
+
+    def cache_info(self) -> dict[str, Any]:
+        return {"enabled": False}  # a cache goes in front (``CachedEngine``), as locally
 
     def describe(self) -> dict[str, Any]:
         described = self.monitor.describe()

@@ -106,6 +106,8 @@ class EmbedderReplica:
             "dim": m.dim,
             "backend": m.backend,
             "precision": m.precision,
+            "exact_preprocess": m.exact_preprocess,
+            "identity": m.identity(),
             "max_batch_size": self.spec.max_batch_size,
         }
 

@@ -23,6 +23,11 @@ class ModelDescription(Protocol):
     dim: int
     backend: str
     precision: str
+    exact_preprocess: bool
+
+    def identity(self) -> str:
+        """What decides its embeddings (the embedding cache's key)."""
+        ...
 
 
 class EncodingEngine(Protocol):
@@ -43,6 +48,10 @@ class EncodingEngine(Protocol):
     async def encode(self, items: Iterable[Item]) -> list[Any]: ...
 
     async def encode_texts(self, texts: Sequence[str]) -> list[Any]: ...
+
+    def cache_info(self) -> dict[str, Any]:
+        """What /health shows about an embedding cache in front (``{"enabled": False}``)."""
+        ...
 
     def describe(self) -> dict[str, Any]:
         """Capacity for /health: ``replicas`` (wanted, running) and optionally ``status``

@@ -39,6 +39,7 @@ from clipserve.server.startup import (
     load_configured_model,
     replica_devices,
     uri_policy_from,
+    with_cache,
     write_port_file,
 )
 from clipserve.server.tls import TlsFiles
@@ -122,7 +123,8 @@ class ClipServer:
     async def _start_engine(self) -> EmbeddingService:
         config = self.config
         if self._engine_factory is not None:
-            self.engine = self._engine_factory(config, self.metrics)
+            remote = self._engine_factory(config, self.metrics)
+            self.engine = with_cache(remote, config, self.metrics)  # the same cache in front
             await self.engine.start()
             return self._start_service(self.engine.model.name)
         if self.model is None:
@@ -143,7 +145,7 @@ class ClipServer:
             replicas = self._replicas
             log.info("clipserve: %d model replicas on %s", len(self._replicas),
                      ", ".join(replica_devices(config)))  # fmt: skip
-        self.engine = Engine(
+        engine = Engine(
             replicas,
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
@@ -153,6 +155,7 @@ class ClipServer:
             preprocess_workers=config.preprocess_workers,
             metrics=self.metrics,
         )
+        self.engine = with_cache(engine, config, self.metrics)
         await self.engine.start()
         return self._start_service(model.name)
 

@@ -111,11 +111,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     shutil.rmtree(RAY_TMP, ignore_errors=True)
 
 
-def ray_config(two_nodes: TwoNodes, app: str, *, model: str = "hash", **ray: Any) -> Any:
-    """A loopback front-end config whose model runs as the Serve app ``app``."""
+def ray_config(
+    two_nodes: TwoNodes, app: str, *, model: str = "hash", cache_mb: float = 0, **ray: Any
+) -> Any:
+    """A loopback front-end config whose model runs as the Serve app ``app``; without the
+    embedding cache unless asked (these tests watch what reaches the replicas)."""
     section = {"address": two_nodes.address, "app": app, "unavailable_after_s": 5.0}
     section.update(monitor_interval_s=0.5, **ray)
-    return loopback_config(model=model, ray=section)
+    return loopback_config(model=model, ray=section, cache_mb=cache_mb)
 
 
 @contextlib.contextmanager

@@ -146,12 +146,29 @@ def test_a_second_front_end_attaches_by_name(two_nodes: TwoNodes, spread: Any) -
     assert {replica["replica_id"] for replica in running_replicas(SPREAD)} == before
 
 
+def test_the_embedding_cache_sits_in_front_of_the_cluster(two_nodes: TwoNodes, spread: Any) -> None:
+    """With a cache, a repeated input is answered by the front-end: no call to a replica."""
+    config = ray_config(two_nodes, SPREAD, model="sleep::50", deploy="attach", cache_mb=16)
+    texts = [f"cached sentence {i}" for i in range(64)]
+    with front_end(config) as (cached, _):
+        engine = cached.server.engine
+        first = encode_over(cached.urls["grpc"], texts)
+        calls = engine.engine.calls["ok"]
+        again = encode_over(cached.urls["grpc"], texts)
+        assert engine.engine.calls["ok"] == calls and engine.cache_info()["hits"] == 64
+        health = httpx.get(cached.urls["http"] + "/health").json()
+    np.testing.assert_array_equal(first, HASH.encode_texts(texts))
+    np.testing.assert_array_equal(again, first)
+    assert health["cache"]["enabled"] and health["replicas"] == {"wanted": 2, "running": 2}
+
+
 def test_the_cli_says_which_cluster_it_joined(
     two_nodes: TwoNodes, spread: Any, tmp_path: Path
 ) -> None:
     """``--ray auto`` finds the cluster this machine runs (its note in RAY_TMPDIR)."""
     log = tmp_path / "serve.log"
     args = ["--ray", "auto", "--ray-app", SPREAD, "--ray-deploy", "attach", "--model", "sleep::50"]
+    args += ["--cache-mb", "0"]
     with serve_subprocess(args, log_file=log) as process:
         out = encode_over(f"grpc://127.0.0.1:{process.grpc_port}", TEXTS)
     np.testing.assert_array_equal(out, HASH.encode_texts(TEXTS))

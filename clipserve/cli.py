@@ -1,5 +1,6 @@
 """``clipserve`` command line: ``serve`` runs the server, ``models`` lists the known models,
-``prepare`` fills the caches (download, ONNX export, int8 quantization) ahead of serving.
+``prepare`` fills the caches (download, ONNX export, int8 quantization) ahead of serving,
+``doctor`` tells what this CPU can do for each precision.
 
 This is the one place that turns flags/YAML/environment into a ``ServerConfig`` and runs
 it until SIGINT/SIGTERM, which drain in-flight requests and exit 0.
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     models = commands.add_parser("models", help="list the known model names")
     models.add_argument("--cache-dir", default=None, help="model cache directory")
+    commands.add_parser(
+        "doctor",
+        help="show this CPU's features and which precisions are fast, slow or refused here",
+    )
     prepare = commands.add_parser(
         "prepare",
         help="download, export and quantize a model into the caches, then exit",
@@ -201,6 +206,7 @@ async def _serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     log.info("clipserve: loading model %s (backend %s, device %s, precision %s)", config.model,
              config.backend, config.device, config.precision)  # fmt: skip
+    _log_cpu(config)
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -216,6 +222,34 @@ async def _serve(config: ServerConfig) -> int:
     log.info("clipserve: shutting down, draining in-flight requests")
     await server.stop()
     log.info("clipserve: stopped")
+    return 0
+
+
+def _log_cpu(config: ServerConfig) -> None:
+    """The CPU's verdicts at start-up; a warning where the chosen precision is not fast here."""
+    from clipserve.models.cpu import FAST, cpu_summary, verdict_for
+
+    log.info("clipserve: %s", cpu_summary())
+    if config.device != "cpu" or config.precision == "float":
+        return
+    verdict = verdict_for(config.precision)
+    level = logging.INFO if verdict.status == FAST else logging.WARNING
+    log.log(level, "clipserve: precision %s is %s on this CPU: %s", config.precision,
+            verdict.status, verdict.reason)  # fmt: skip
+
+
+def _doctor() -> int:
+    from clipserve.models.cpu import cpu_report
+
+    report: dict[str, Any] = cpu_report()
+    print(f"CPU: {report['name']} ({report['kind']}; features read by {report['source']})")
+    flags = report["features"].items()
+    print("features: " + ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in flags))
+    print(f"int8 kernel (onnxruntime u8 x s8): {report['int8_kernel']}")
+    print(f"int8 recipe: {report['int8_recipe']}")
+    print("precisions on this CPU:")
+    for precision, verdict in report["precisions"].items():
+        print(f"  {precision:<6} {verdict['status']:<8} {verdict['reason']}")
     return 0
 
 
@@ -274,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _models(args.cache_dir)
     if args.command == "prepare":
         return _prepare(args)
+    if args.command == "doctor":
+        return _doctor()
     if args.command != "serve":
         parser.print_help()
         return 2

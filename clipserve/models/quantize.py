@@ -20,25 +20,39 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.cache import write_atomically
 
-#: part of the cache key: change it when the quantization settings below change
-RECIPE = "dynamic-u8s8-7bit-per-channel-matmul-v2"
-#: the largest weight magnitude the recipe produces: 2 x 255 x 64 < 2^15 (see above)
+
+@dataclass(frozen=True)
+class Recipe:
+    """Settings of onnxruntime's dynamic quantization; ``name`` is part of the cache key."""
+
+    name: str
+    #: "s8" (symmetric, the u8 x s8 kernels) or "u8" (asymmetric, the u8 x u8 kernels)
+    weights: str = "s8"
+    per_channel: bool = True
+    #: 7-bit weights (onnxruntime's ``reduce_range``)
+    reduce_range: bool = True
+
+
+#: the recipe int8 runs with (benchmarks/bench_int8.py compares it with the others)
+RECIPE = Recipe("dynamic-u8s8-7bit-per-channel-matmul-v2")
+#: the largest weight magnitude ``RECIPE`` produces: 2 x 255 x 64 < 2^15 (see above)
 WEIGHT_LIMIT = 64
 
 
-def int8_graph(source: Path, cache_dir: Path) -> Path:
+def int8_graph(source: Path, cache_dir: Path, recipe: Recipe = RECIPE) -> Path:
     """The int8 twin of the float ONNX graph ``source``: quantized on first use, then cached
     under ``cache_dir/int8``. Concurrent first uses are safe (write, then rename)."""
     import onnxruntime
 
     stat = source.stat()
     parts = [str(source.resolve()), str(stat.st_size), str(stat.st_mtime_ns)]
-    parts += [onnxruntime.__version__, RECIPE]
+    parts += [onnxruntime.__version__, recipe.name]
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     target = cache_dir / "int8" / f"{source.stem}-{digest}.onnx"
     if target.is_file():
@@ -46,7 +60,7 @@ def int8_graph(source: Path, cache_dir: Path) -> Path:
 
     def quantize_into(temporary: Path) -> None:
         try:
-            _quantize(source, temporary)
+            quantize_graph(source, temporary, recipe)
         except Exception as exc:
             raise ModelUnavailableError(f"int8 quantization of {source} failed: {exc}") from exc
 
@@ -60,7 +74,8 @@ def int8_graph(source: Path, cache_dir: Path) -> Path:
     return target
 
 
-def _quantize(source: Path, target: Path) -> None:
+def quantize_graph(source: Path, target: Path, recipe: Recipe = RECIPE) -> None:
+    """Write the int8 version of ``source`` to ``target`` (no caching)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger
@@ -70,9 +85,9 @@ def _quantize(source: Path, target: Path) -> None:
         quantize_dynamic(
             source,
             target,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            reduce_range=True,  # weights in [-64, 64]: no int16 saturation on any CPU
+            weight_type=QuantType.QInt8 if recipe.weights == "s8" else QuantType.QUInt8,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             op_types_to_quantize=["MatMul", "Gemm"],
             # only weight matrices: attention's activation-by-activation products stay float
             extra_options={"MatMulConstBOnly": True},

@@ -35,6 +35,7 @@ from clipserve.errors import (
     InvalidInputError,
     OverloadedError,
 )
+from clipserve.models.cpu import cpu_report
 from clipserve.server import openai_embeddings
 from clipserve.server import rank as ranking
 from clipserve.server.limits import Limits
@@ -106,6 +107,7 @@ class EmbeddingService:
             "precision": model.precision,
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
+            "cpu": cpu_report(),  # features, and which precisions are fast/slow/refused here
         }
 
     # ---- DataRequestProto -------------------------------------------------------------

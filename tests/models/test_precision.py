@@ -10,19 +10,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from skimage import data
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin.model import BuiltinModel
 from clipserve.models.clip.onnx_model import OnnxClipModel
 from clipserve.models.clip.torch_model import TorchClipModel
+from clipserve.models.cpu import verdict_for
 from clipserve.models.quantize import WEIGHT_LIMIT
 from clipserve.models.registry import load_model
 from clipserve.server.config import ServerConfig
 from tests.models.clip_testkit import save_tiny_clip
-
-TEXTS = ["the cat", "a photo of the cat sitting on a mat", "", "of " * 200]
-PHOTOS = [data.astronaut(), data.coffee(), data.chelsea()]
+from tests.models.precision_testkit import PHOTOS, TEXTS, cosines, float_and_int8
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +35,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(tiny_dir: Path, cache_dir: Path) -> tuple[OnnxClipModel, OnnxClipModel]:
-    exact = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir)
-    int8 = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
-    assert isinstance(exact, OnnxClipModel) and isinstance(int8, OnnxClipModel)
-    return exact, int8
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
+    return float_and_int8(tiny_dir, cache_dir)
 
 
 def test_int8_graphs_hold_integer_matmuls(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
@@ -136,9 +125,10 @@ def test_precisions_are_checked_against_backend_and_model(tiny_dir: Path) -> Non
         BuiltinModel(precision="bf16")
 
 
-@pytest.mark.skipif(
-    not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions"
-)
+BF16_HERE = verdict_for("bf16")
+
+
+@pytest.mark.skipif(BF16_HERE.status != "fast", reason=f"bf16 on this CPU: {BF16_HERE.reason}")
 def test_bf16_runs_in_bfloat16_close_to_float(tiny_dir: Path) -> None:
     exact = load_model(str(tiny_dir))
     bf16 = load_model(str(tiny_dir), precision="bf16")
@@ -149,3 +139,11 @@ def test_bf16_runs_in_bfloat16_close_to_float(tiny_dir: Path) -> None:
     assert cosines(exact.encode_texts(TEXTS), texts).min() >= 0.99
     assert cosines(exact.encode_images(PHOTOS), images).min() >= 0.99
     assert np.abs(exact.encode_texts(TEXTS) - texts).max() > 1e-6  # really ran in bf16
+
+
+@pytest.mark.skipif(
+    BF16_HERE.status != "refused", reason="this CPU has bf16 instructions (see the test above)"
+)
+def test_bf16_is_refused_where_it_would_be_emulated(tiny_dir: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="no bfloat16 instructions.*AVX2|AVX-512"):
+        load_model(str(tiny_dir), precision="bf16")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,7 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clipserve.cli import build_parser, config_from_args, main
+from clipserve.cli import _log_cpu, build_parser, config_from_args, main
+from clipserve.models import cpu
+from clipserve.models.cpu import (
+    CpuFeatures,
+    cpu_features,
+    cpu_summary,
+    precision_verdicts,
+    verdict_for,
+)
 from clipserve.server.config import ServerConfig, build_config
 from clipserve.server.tls import TlsFiles
 from tests.models.clip_testkit import save_tiny_clip
@@ -85,6 +94,7 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
         log = served.log_text()
     assert code == 0, log
     assert "clipserve: model hash loaded (dim 512, backend none, precision float)" in log
+    assert f"clipserve: {cpu_summary()}" in log  # the CPU and its verdicts, at start-up
     assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
     assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
     assert "ws://" not in log  # websocket was left out of protocols
@@ -205,6 +215,31 @@ def test_prepare_fills_the_caches_once_then_exits(tmp_path, capsys):
     made = [path.stat().st_mtime_ns for path in cached]
     assert main(argv) == 0  # everything is found in the cache this time
     assert [path.stat().st_mtime_ns for path in cached] == made
+
+
+def test_doctor_reports_this_cpus_features_and_verdicts(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    features = cpu_features()
+    assert f"CPU: {features.name} ({features.kind};" in out
+    assert f"int8 kernel (onnxruntime u8 x s8): {features.int8_kernel}" in out
+    for verdict in precision_verdicts(features):
+        assert f"  {verdict.precision:<6} {verdict.status:<8} {verdict.reason}" in out
+
+
+def test_start_up_says_how_the_precision_runs_here(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="clipserve.server")
+    _log_cpu(ServerConfig(backend="onnx", precision="int8"))
+    int8 = verdict_for("int8")
+    assert f"precision int8 is {int8.status} on this CPU: {int8.reason}" in caplog.text
+    # a CPU without AVX2, where int8 may not beat float32: a warning
+    caplog.clear()
+    monkeypatch.setattr(cpu, "cpu_features", lambda: CpuFeatures(name="Old CPU"))
+    _log_cpu(ServerConfig(backend="onnx", precision="int8"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "precision int8 is slow on this CPU: no AVX2" in warnings[0].getMessage()
+    assert "CPU Old CPU (x86-64 without AVX2)" in caplog.text
 
 
 def test_prepare_reports_what_it_cannot_load(capsys):

@@ -24,6 +24,7 @@ from clipserve.models.clip.preprocess import (
     TokenBatch,
     byte_level_clip_tokenizer,
 )
+from clipserve.models.cpu import REFUSED, cpu_features, verdict_for
 from clipserve.models.precision import BF16, FLOAT, check_precision
 from clipserve.models.runtime import configured_threads
 
@@ -194,11 +195,15 @@ def _check_bf16(device: torch.device) -> None:
         supported = torch.cuda.is_bf16_supported()
         where = f"GPU {torch.cuda.get_device_name(device)}"
     else:
-        try:
-            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
+        verdict = verdict_for(BF16)
+        if verdict.status == REFUSED:  # x86: CPUID says no bf16 instructions
             supported = False
-        where = "this CPU (needs AVX512-BF16 or AMX)"
+        else:  # elsewhere torch knows best
+            try:
+                supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):
+                supported = False
+        where = f"this CPU ({cpu_features().kind}; needs AVX512-BF16 or AMX)"
     if not supported:
         raise ModelUnavailableError(
             f"precision 'bf16' requested but {where} has no bfloat16 instructions; "

@@ -74,8 +74,11 @@ def int8_graph(source: Path, cache_dir: Path, recipe: Recipe = RECIPE) -> Path:
     return target
 
 
-def quantize_graph(source: Path, target: Path, recipe: Recipe = RECIPE) -> None:
-    """Write the int8 version of ``source`` to ``target`` (no caching)."""
+def quantize_graph(
+    source: Path, target: Path, recipe: Recipe = RECIPE, keep_float: tuple[str, ...] = ()
+) -> None:
+    """Write the int8 version of ``source`` to ``target`` (no caching); the nodes named in
+    ``keep_float`` stay float (benchmarks/int8_layers.py quantizes one layer at a time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quiet = logging.getLogger()  # the quantizer advises pre-processing on the root logger
@@ -89,6 +92,7 @@ def quantize_graph(source: Path, target: Path, recipe: Recipe = RECIPE) -> None:
             per_channel=recipe.per_channel,
             reduce_range=recipe.reduce_range,
             op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=list(keep_float),
             # only weight matrices: attention's activation-by-activation products stay float
             extra_options={"MatMulConstBOnly": True},
         )

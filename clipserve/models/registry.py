@@ -20,10 +20,9 @@ from typing import Any
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
-from clipserve.models.precision import FLOAT, check_precision
+from clipserve.models.precision import BACKENDS, FLOAT, check_precision
 
 DEFAULT_MODEL = "builtin"
-BACKENDS = ("torch", "onnx")
 RANDOM_WEIGHTS = "random"
 
 

@@ -6,7 +6,7 @@ cosine with the float32 embeddings on the tests' texts and photos, and the items
 float32 (best of ``--repeats``, interleaved, with a pause before each timed run).
 
     python benchmarks/bench_int8.py [--models tiny,builtin,ViT-B-32::random] [--batch 16]
-        [--repeats 3] [--emulate Haswell]
+        [--repeats 3] [--recipes old,7bit,...] [--emulate Haswell]
 
 ``--emulate CPU`` runs the int8 graphs under ``qemu-x86_64 -cpu CPU`` (accuracy only: the
 float32 reference is computed on this CPU): onnxruntime then takes that CPU's kernels, e.g.
@@ -33,6 +33,7 @@ from int8_setup import (
 from rich.console import Console
 from rich.table import Table
 
+from clipserve.models.quantize import Recipe
 from clipserve.models.runtime import configured_threads, physical_cores
 from tests.models.precision_testkit import cosines
 
@@ -40,25 +41,27 @@ SETTLE_S = 0.5
 
 
 def accuracy(
-    towers: list[Tower], cache_dir: Path, work: Path, emulate: str | None
+    towers: list[Tower], recipes: list[Recipe], cache_dir: Path, work: Path, emulate: str | None
 ) -> tuple[dict[tuple[str, str], float], dict]:
     """Min cosine of each (tower, recipe) with float32; and the report of the CPU they ran on."""
     reference, _ = run_graphs([(t.graph, t.feeds, t.label) for t in towers], work / "float")
     runs = [
         (int8_twin(tower, recipe, cache_dir), tower.feeds, f"{tower.label}|{recipe.name}")
         for tower in towers
-        for recipe in CANDIDATES
+        for recipe in recipes
     ]
     outputs, report = run_graphs(runs, work / "int8", emulate)
     worst = {}
     for tower in towers:
-        for recipe in CANDIDATES:
+        for recipe in recipes:
             got = outputs[f"{tower.label}|{recipe.name}"]
             worst[(tower.label, recipe.name)] = float(cosines(got, reference[tower.label]).min())
     return worst, report
 
 
-def speed(towers: list[Tower], cache_dir: Path, repeats: int) -> dict[tuple[str, str], float]:
+def speed(
+    towers: list[Tower], recipes: list[Recipe], cache_dir: Path, repeats: int
+) -> dict[tuple[str, str], float]:
     """Items/s of each (tower, "float" or recipe), in this process, on this CPU."""
     import onnxruntime as ort
 
@@ -68,7 +71,7 @@ def speed(towers: list[Tower], cache_dir: Path, repeats: int) -> dict[tuple[str,
     rates = {}
     for tower in towers:
         graphs = {"float": tower.graph}
-        graphs.update({r.name: int8_twin(tower, r, cache_dir) for r in CANDIDATES})
+        graphs.update({r.name: int8_twin(tower, r, cache_dir) for r in recipes})
         sessions = {
             name: ort.InferenceSession(str(graph), options, providers=providers)
             for name, graph in graphs.items()
@@ -90,28 +93,30 @@ def speed(towers: list[Tower], cache_dir: Path, repeats: int) -> dict[tuple[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--recipes", default=",".join(CANDIDATES), help="keys of CANDIDATES")
     parser.add_argument("--batch", type=int, default=16, help="items per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--emulate", default=None, help="qemu CPU model, e.g. Haswell")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/clipserve-bench")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)
     towers = load_towers(args.models.split(","), args.batch, args.cache_dir)
+    recipes = [CANDIDATES[key] for key in args.recipes.split(",")]
     with tempfile.TemporaryDirectory() as work:
-        worst, report = accuracy(towers, args.cache_dir, Path(work), args.emulate)
+        worst, report = accuracy(towers, recipes, args.cache_dir, Path(work), args.emulate)
     labels = [tower.label for tower in towers]
     table = Table(title=f"min cosine with float32 - {machine_line(report, args.emulate)}")
     table.add_column("recipe")
     for label in labels:
         table.add_column(label, justify="right")
-    for recipe in CANDIDATES:
+    for recipe in recipes:
         table.add_row(
             short_name(recipe), *(f"{worst[(label, recipe.name)]:.4f}" for label in labels)
         )
     console.print(table)
     if args.emulate:
         return  # speed under emulation means nothing
-    rates = speed(towers, args.cache_dir, args.repeats)
+    rates = speed(towers, recipes, args.cache_dir, args.repeats)
     title = (
         f"items/s (x float32), batch {args.batch}, best of {args.repeats} - "
         f"{machine_line(report, None)}"
@@ -120,7 +125,7 @@ def main() -> None:
     table.add_column("precision")
     for label in labels:
         table.add_column(label, justify="right")
-    for name, shown in [("float", "float32"), *((r.name, short_name(r)) for r in CANDIDATES)]:
+    for name, shown in [("float", "float32"), *((r.name, short_name(r)) for r in recipes)]:
         cells = []
         for label in labels:
             rate, base = rates[(label, name)], rates[(label, "float")]

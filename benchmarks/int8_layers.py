@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--attribute", action="store_true", help="drift of each layer alone")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache/clipserve-bench")
     args = parser.parse_args()
-    recipe = CANDIDATES[0] if args.recipe == "old" else RECIPE
+    recipe = CANDIDATES["old"] if args.recipe == "old" else RECIPE
     if args.attribute and (not args.emulate or cpu_features().int8_saturates):
         parser.error("--attribute compares an emulated CPU with this one: it needs --emulate "
                      "and a CPU whose own int8 kernel is exact (VNNI)")  # fmt: skip

@@ -28,14 +28,14 @@ from tests.models.precision_testkit import CAPTIONS, PHOTOS, TEXTS  # noqa: E402
 
 RUNNER = REPO / "tests" / "models" / "emulated_runs.py"
 MODELS = ("tiny", "ViT-B-32::random", "builtin")
-#: the recipes compared; the first is the one before issue 10, the second the one in use
-CANDIDATES = (
-    Recipe("8-bit s8, per channel (old)", reduce_range=False),
-    RECIPE,
-    Recipe("8-bit s8, per tensor", per_channel=False, reduce_range=False),
-    Recipe("7-bit s8, per tensor", per_channel=False),
-    Recipe("8-bit u8, per channel", weights="u8", reduce_range=False),
-)
+#: the recipes compared, by a short key: "old" is the one before issue 10, "7bit" the one in use
+CANDIDATES = {
+    "old": Recipe("8-bit s8, per channel (old)", reduce_range=False),
+    "7bit": RECIPE,
+    "8bit-tensor": Recipe("8-bit s8, per tensor", per_channel=False, reduce_range=False),
+    "7bit-tensor": Recipe("7-bit s8, per tensor", per_channel=False),
+    "u8": Recipe("8-bit u8, per channel", weights="u8", reduce_range=False),
+}
 
 
 def short_name(recipe: Recipe) -> str:

@@ -14,7 +14,7 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from clipserve.models.clip.preprocess import byte_level_clip_tokenizer
+from clipserve.models.hf.families.clip import byte_level_clip_tokenizer
 
 MERGES = [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "t</w>"), ("o", "f</w>")]
 IMAGE_SIZE = 32

@@ -222,17 +222,15 @@ async def _serve(config: ServerConfig) -> int:
 def _models(cache_dir: str | None) -> int:
     from clipserve.models.registry import list_models
 
-    rows = [(m.name, str(m.dim), "yes" if m.local else "no", m.description) for m in list_models(
-        cache_dir
-    )]  # fmt: skip
-    header = ("NAME", "DIM", "LOCAL", "DESCRIPTION")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    header = ("NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION")
+    rows = [
+        (m.name, str(m.dim), m.family, m.languages, "yes" if m.local else "no", m.description)
+        for m in list_models(cache_dir)
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[3]
-        )
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
     return 0
 
 

@@ -76,14 +76,15 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelInfo]:
         ),
     ]
     for entry in catalog.entries():
-        label = entry.family.label
         if entry.repo is None:
-            description, local = f"{label} {entry.arch} with random weights", True
+            description, local = "random weights, stand-in tokenizer (no download)", True
         else:
-            description = f"{label} {entry.arch} from huggingface.co/{entry.repo}"
+            description = f"huggingface.co/{entry.repo}"
             local = cached_snapshot(entry.repo, cache_dir) is not None
         infos.append(
-            ModelInfo(entry.name, entry.dim, description, local, label, entry.languages)
+            ModelInfo(
+                entry.name, entry.dim, description, local, entry.family.label, entry.languages
+            )
         )
     return infos
 

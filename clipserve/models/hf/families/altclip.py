@@ -59,7 +59,7 @@ FAMILY = Family(
     pretrained=PRETRAINED,
     stand_in_tokenizer=stand_in,
     arch_languages={
-        "AltCLIP-m9/ViT-L-14": "9 languages (en, zh, es, fr, ru, ar, ja, ko, it)",
+        "AltCLIP-m9/ViT-L-14": "9 languages",
         "AltCLIP-m18/ViT-L-14": "18 languages",
     },
 )

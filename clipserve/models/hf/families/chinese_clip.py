@@ -35,7 +35,7 @@ def cn_clip_arch(
         "vision_config": tower(*vision, patch_size=patch, image_size=image_size),
         "text_config": tower(
             *text, vocab_size=BERT_CHINESE_VOCAB, max_position_embeddings=512,
-            type_vocab_size=2, pad_token_id=0,
+            type_vocab_size=2, pad_token_id=0, bos_token_id=101, eos_token_id=102,
         ),
     }  # fmt: skip
 

@@ -144,8 +144,8 @@ def _unavailable(name: str, repo_id: str, cache: Path, reason: str) -> ModelUnav
     return ModelUnavailableError(
         f"model {name!r} (Hugging Face repo {repo_id}) is not available: {reason}. "
         f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF "
-        f"format (the checkpoint's files) as the model name; or pre-populate the cache on a connected machine "
-        f"(`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
+        f"format (the checkpoint's files) as the model name; or pre-populate the cache on a "
+        f"connected machine (`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
         f"or use the built-in model (name 'builtin', needs no download)."
     )
 

@@ -129,6 +129,28 @@ def save_siglip(directory: Path, *, seed: int = 7, gemma: bool = False) -> Path:
     return directory
 
 
+def save_siglip2_naflex(directory: Path, *, seed: int = 9) -> Path:
+    """SigLIP 2 NaFlex: 8-pixel patches, a budget of 16 (a 4x4 position grid)."""
+    from transformers import Siglip2Config, Siglip2Model
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil,
+    )
+
+    tokenizer = _gemma_bpe()
+    text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 64}
+    text.update(projection_size=VISION["hidden_size"], pad_token_id=tokenizer.pad_token_id)
+    text.update(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
+    vision = {key: value for key, value in VISION.items() if key != "image_size"}
+    vision["num_patches"] = 16
+    config = Siglip2Config(text_config=text, vision_config=vision)
+    model = _seeded(seed, lambda: Siglip2Model(config))
+    with torch.no_grad():
+        model.logit_scale.fill_(2.1)
+        model.logit_bias.fill_(-0.9)
+    images = Siglip2ImageProcessorPil(patch_size=8, max_num_patches=16)
+    return _save(directory, model, tokenizer, images)
+
+
 def save_metaclip2(directory: Path, *, seed: int = 11) -> Path:
     from transformers import MetaClip2Config, MetaClip2Model
 
@@ -191,6 +213,7 @@ SAVERS: dict[str, Callable[[Path], Path]] = {
     "clip": save_tiny_clip,
     "siglip": save_siglip,
     "siglip2": lambda directory: save_siglip(directory, gemma=True),
+    "siglip2_naflex": save_siglip2_naflex,
     "metaclip2": save_metaclip2,
     "chinese_clip": save_chinese_clip,
     "altclip": save_altclip,

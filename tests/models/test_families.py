@@ -56,8 +56,12 @@ def image_processor(key: str, directory: Path) -> Any:
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
     from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from transformers.models.siglip2.image_processing_pil_siglip2 import (
+        Siglip2ImageProcessorPil,
+    )
 
     classes = {"siglip": SiglipImageProcessorPil, "siglip2": SiglipImageProcessorPil}
+    classes["siglip2_naflex"] = Siglip2ImageProcessorPil
     classes["chinese_clip"] = ChineseCLIPImageProcessorPil
     return classes.get(key, CLIPImageProcessorPil).from_pretrained(directory)
 
@@ -67,7 +71,7 @@ def reference_tokenizer(key: str, directory: Path) -> Any:
     from transformers import AutoTokenizer
     from transformers.models.siglip2.tokenization_siglip2 import Siglip2Tokenizer
 
-    if key == "siglip2":
+    if key.startswith("siglip2"):
         return Siglip2Tokenizer.from_pretrained(directory)
     return AutoTokenizer.from_pretrained(directory)
 
@@ -109,9 +113,10 @@ def reference_inputs(case: Case, texts: list[str]) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def reference_pixels(case: Case, photos: list[np.ndarray]) -> torch.Tensor:
+def reference_pixels(case: Case, photos: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """The vision tower's inputs as transformers' image processor makes them."""
     rgb = [Image.fromarray(photo).convert("RGB") for photo in photos]
-    return case.processor(images=rgb, return_tensors="pt")["pixel_values"]
+    return dict(case.processor(images=rgb, return_tensors="pt"))
 
 
 def test_loads_by_path_as_its_family(case: Case) -> None:
@@ -141,10 +146,13 @@ def test_text_embeddings_equal_transformers(case: Case) -> None:
 
 def test_image_embeddings_equal_transformers(case: Case) -> None:
     pixels = reference_pixels(case, PHOTOS)
-    ours_pixels = np.stack([case.torch.prepare_image(photo) for photo in PHOTOS])
-    assert np.abs(ours_pixels - pixels.numpy()).max() <= 1e-5
+    stacked = np.stack([case.torch.prepare_image(photo) for photo in PHOTOS])
+    ours = case.torch.preprocessor.model_inputs(stacked)
+    assert set(ours) == set(pixels)
+    for name, array in ours.items():
+        assert np.abs(array - pixels[name].numpy()).max() <= 1e-5, name
     with torch.no_grad():
-        expected = case.reference.get_image_features(pixel_values=pixels).pooler_output.numpy()
+        expected = case.reference.get_image_features(**pixels).pooler_output.numpy()
     assert np.abs(case.torch.encode_images(PHOTOS) - expected).max() <= 1e-4
 
 
@@ -152,7 +160,7 @@ def test_rank_scores_equal_transformers(case: Case) -> None:
     """clip_score for one image against the texts, by the model's own rule."""
     inputs = reference_inputs(case, TEXTS)
     with torch.no_grad():
-        output = case.reference(pixel_values=reference_pixels(case, PHOTOS[:1]), **inputs)
+        output = case.reference(**reference_pixels(case, PHOTOS[:1]), **inputs)
     logits = output.logits_per_image[0].double()
     is_sigmoid = case.family.scoring == SIGMOID
     expected = (torch.sigmoid(logits) if is_sigmoid else torch.softmax(logits, 0)).numpy()

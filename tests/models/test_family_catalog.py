@@ -18,7 +18,7 @@ from skimage import data
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.hf.catalog import FAMILIES, detect, entries, find
 from clipserve.models.hf.core.spec import Family
-from clipserve.models.hf.core.torch_model import TorchDualEncoder, image_size_of
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import list_models, load_model
 from clipserve.models.scoring import SIGMOID, SOFTMAX
 from tests.models.family_testkit import SAVERS
@@ -29,6 +29,9 @@ REQUIRED = {
     "ViT-B-16-SigLIP2::webli": ("SigLIP 2", "google/siglip2-base-patch16-224", 768),
     "ViT-SO400M-14-SigLIP2-378::webli": ("SigLIP 2", "google/siglip2-so400m-patch14-384", 1152),
     "ViT-L-16-SigLIP2-256::webli": ("SigLIP 2", "google/siglip2-large-patch16-256", 1024),
+    "ViT-B-16-SigLIP2-NaFlex::webli": (
+        "SigLIP 2 NaFlex", "google/siglip2-base-patch16-naflex", 768
+    ),
     "ViT-H-14-quickgelu-worldwide::metaclip2_worldwide": (
         "MetaCLIP 2", "facebook/metaclip-2-worldwide-huge-quickgelu", 1024
     ),
@@ -61,10 +64,13 @@ def test_every_architecture_builds_with_its_listed_dim(family: Family) -> None:
         with torch.device("meta"):
             model = family.model_type_class()(family.config(kwargs))
         ids = torch.zeros((2, family.text.context_length), dtype=torch.long, device="meta")
-        size = image_size_of(model.config)
-        pixels = torch.zeros((2, 3, size, size), device="meta")
         texts = model.get_text_features(input_ids=ids).pooler_output
-        images = model.get_image_features(pixel_values=pixels).pooler_output
+        if family.image.patches:  # NaFlex checks its grid with .item(): no meta forward
+            images = torch.zeros((2, model.config.vision_config.hidden_size))
+        else:
+            size = model.config.vision_config.image_size
+            pixels = torch.zeros((2, 3, size, size), device="meta")
+            images = model.get_image_features(pixel_values=pixels).pooler_output
         assert tuple(texts.shape) == tuple(images.shape) == (2, family.dim_of(arch)), arch
 
 
@@ -75,7 +81,11 @@ def shrunk(kwargs: dict[str, Any]) -> dict[str, Any]:
         small[tower].update(
             hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
         )
-    small["vision_config"].update(image_size=32, patch_size=16)
+    small["vision_config"].update(patch_size=16)
+    if "num_patches" in small["vision_config"]:  # NaFlex: a patch budget, no image size
+        small["vision_config"]["num_patches"] = 16
+    else:
+        small["vision_config"]["image_size"] = 32
     small["text_config"].update(vocab_size=min(small["text_config"]["vocab_size"], 2048))
     if "projection_dim" in small:
         small["projection_dim"] = 16
@@ -135,6 +145,7 @@ def place_in_hub(source: Path, cache: Path, repo: str) -> None:
     [
         ("siglip", "ViT-B-16-SigLIP::webli"),
         ("siglip2", "ViT-B-16-SigLIP2::webli"),
+        ("siglip2_naflex", "ViT-B-16-SigLIP2-NaFlex::webli"),
         ("metaclip2", "ViT-B-32-worldwide::metaclip2_worldwide"),
         ("chinese_clip", "CN-CLIP/ViT-B-16"),
         ("altclip", "AltCLIP/ViT-L-14"),

@@ -25,6 +25,7 @@ FAMILIES: tuple[Family, ...] = (
     clip.FAMILY,
     siglip.SIGLIP,
     siglip.SIGLIP2,
+    siglip.SIGLIP2_NAFLEX,
     metaclip2.FAMILY,
     chinese_clip.FAMILY,
     altclip.FAMILY,

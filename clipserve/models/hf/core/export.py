@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 META_FILE = "clipserve_onnx.json"
 TEXT_FILE = "text.onnx"
 VISION_FILE = "vision.onnx"
@@ -99,6 +101,22 @@ def _export_towers(model: Any, directory: Path) -> None:
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             return self.inner.get_image_features(pixel_values=pixel_values).pooler_output
 
+    class PatchVisionTower(VisionTower):
+        """NaFlex: patches, the mask of real ones, and each image's grid shape."""
+
+        def forward(  # type: ignore[override]
+            self,
+            pixel_values: torch.Tensor,
+            pixel_attention_mask: torch.Tensor,
+            spatial_shapes: torch.Tensor,
+        ) -> torch.Tensor:
+            features = self.inner.get_image_features(
+                pixel_values=pixel_values,
+                pixel_attention_mask=pixel_attention_mask,
+                spatial_shapes=spatial_shapes,
+            )
+            return features.pooler_output
+
     class TextTower(torch.nn.Module):
         """Causal towers pooled at the end token need no mask (padding after it cannot
         change the result), and SigLIP reads its padding by design."""
@@ -121,8 +139,13 @@ def _export_towers(model: Any, directory: Path) -> None:
             )
             return features.pooler_output
 
-    height, width = model.preprocessor.output_size
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # two images of different shapes (NaFlex grids differ), as the engine stacks them
+    shapes = [(48, 80, 3), (96, 40, 3)]
+    packed = np.stack([model.preprocessor(np.zeros(shape, np.uint8)) for shape in shapes])
+    vision_inputs = model.preprocessor.model_inputs(packed)
+    vision_example = tuple(torch.from_numpy(array) for array in vision_inputs.values())
+    vision = PatchVisionTower() if len(vision_inputs) > 1 else VisionTower()
     tokens = model.tokenizer(["a photo of a cat", "x"])
     if not model.spec.text.fixed_length:  # two rows of different lengths, 8 wide
         tokens = model.tokenizer(["a photo of a cat", "x"], pad_to=8)
@@ -139,12 +162,13 @@ def _export_towers(model: Any, directory: Path) -> None:
     quiet = contextlib.redirect_stdout(io.StringIO())  # the exporter narrates on stdout
     with quiet, torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
-            VisionTower().eval(),
-            (torch.zeros(2, 3, height, width),),
+            vision.eval(),
+            vision_example,
             str(directory / VISION_FILE),
-            input_names=["pixel_values"],
+            input_names=list(vision_inputs),
             output_names=["embeddings"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=tuple({0: batch} for _ in vision_example),
+            custom_translation_table=_translations(),
             opset_version=OPSET,
             dynamo=True,
             external_data=True,
@@ -162,3 +186,15 @@ def _export_towers(model: Any, directory: Path) -> None:
             external_data=True,
             verbose=False,
         )
+
+
+def _translations() -> dict[Any, Any]:
+    """ONNX for ops the exporter lacks: ``aten._is_all_true``, which NaFlex's input checks
+    (``torch._check`` on the grid shapes) leave in the graph; their assertions are dropped."""
+    import torch
+    from onnxscript import opset18 as op
+
+    def is_all_true(value: Any) -> Any:
+        return op.Not(op.Cast(op.ReduceMax(op.Cast(op.Not(value), to=7), keepdims=0), to=9))
+
+    return {torch.ops.aten._is_all_true.default: is_all_true}

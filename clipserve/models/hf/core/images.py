@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clipserve.models.base import ImageSource
+from clipserve.models.hf.core.patches import PatchPreprocessor
 from clipserve.models.hf.core.spec import ImageRule
 from clipserve.models.images import DEFAULT_MAX_PIXELS, decode_image
 
@@ -76,14 +77,6 @@ class ImagePreprocessor:
             resample=int(config.get("resample", Image.Resampling.BICUBIC)),
         )
 
-    @property
-    def output_size(self) -> tuple[int, int]:
-        if self.crop is not None:
-            return self.crop
-        if self.size is not None:
-            return self.size
-        raise ValueError("a shorter-side resize without a crop has no fixed output size")
-
     def to_config(self) -> dict[str, Any]:
         """A ``preprocessor_config.json`` describing this pipeline (read back by
         ``from_directory``; transformers reads it as a CLIP or SigLIP image processor)."""
@@ -111,6 +104,11 @@ class ImagePreprocessor:
 
     def __call__(self, source: ImageSource) -> np.ndarray:
         return self.preprocess(decode_image(source, max_pixels=self.max_pixels))
+
+    @staticmethod
+    def model_inputs(pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """A stack of preprocessed images -> the vision tower's inputs."""
+        return {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)}
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         image = self._resize(image)
@@ -142,6 +140,31 @@ class ImagePreprocessor:
             image, width, height = canvas, canvas.width, canvas.height
         top, left = (height - crop_height) // 2, (width - crop_width) // 2
         return image.crop((left, top, left + crop_width, top + crop_height))
+
+
+def preprocessor_for(
+    rule: ImageRule, vision_config: Any, directory: Path | None = None
+) -> ImagePreprocessor | PatchPreprocessor:
+    """The family's preprocessing for a vision config, from ``directory``'s preprocessor
+    config where there is one (a checkpoint), else the rule's defaults (random weights)."""
+    if rule.patches:
+        grid = (int(vision_config.patch_size), int(vision_config.num_patches))
+        if directory is not None:
+            return PatchPreprocessor.from_directory(directory, rule, *grid)
+        return PatchPreprocessor(*grid, mean=rule.mean, std=rule.std)
+    size = int(vision_config.image_size)
+    if directory is not None:
+        return ImagePreprocessor.from_directory(directory, rule, size)
+    return ImagePreprocessor.for_rule(rule, size)
+
+
+def exported_preprocessor(directory: Path) -> ImagePreprocessor | PatchPreprocessor:
+    """The preprocessing an ONNX export wrote (``to_config`` of either kind)."""
+    path = directory / CONFIG_FILE
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if "max_num_patches" in config:
+        return PatchPreprocessor.from_directory(directory, ImageRule(), 16, 256)
+    return ImagePreprocessor.from_directory(directory, ImageRule(), 224)
 
 
 def _size(value: Any) -> tuple[int | None, tuple[int, int] | None]:

@@ -19,8 +19,8 @@ from clipserve.models.hf.core.export import (
     export_onnx,
     is_onnx_directory,
 )
-from clipserve.models.hf.core.images import ImagePreprocessor
-from clipserve.models.hf.core.spec import ImageRule, TextRule
+from clipserve.models.hf.core.images import exported_preprocessor
+from clipserve.models.hf.core.spec import TextRule
 from clipserve.models.hf.core.tokens import TokenBatch, load_hf_tokenizer, text_tokenizer
 from clipserve.models.precision import FLOAT, INT8, check_precision
 from clipserve.models.quantize import int8_graph
@@ -59,7 +59,7 @@ class OnnxDualEncoder(EmbeddingModel):
         self.directory = directory
         self.precision = precision
         self.tokenizer = text_tokenizer(load_hf_tokenizer(directory), self.text_rule)
-        self.preprocessor = ImagePreprocessor.from_directory(directory, ImageRule(), 224)
+        self.preprocessor = exported_preprocessor(directory)
         options, providers = session_setup(device, threads)
         #: the graphs the sessions run (int8 ones live in the cache, beside the exports)
         self.graphs = (directory / TEXT_FILE, directory / VISION_FILE)
@@ -105,8 +105,7 @@ class OnnxDualEncoder(EmbeddingModel):
         return self.graphs
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        feed = {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)}
-        return self._run(self._vision, feed, "image")
+        return self._run(self._vision, self.preprocessor.model_inputs(pixels), "image")
 
     def forward_texts(self, tokens: TokenBatch) -> np.ndarray:
         feed = {"input_ids": tokens.input_ids}

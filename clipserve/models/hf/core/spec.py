@@ -55,6 +55,8 @@ class ImageRule:
     std: tuple[float, float, float] = CLIP_STD
     #: resize straight to the square (SigLIP, Chinese-CLIP); else shorter side + centre crop
     squash: bool = False
+    #: NaFlex: a variable grid of patches at the image's own aspect ratio (SigLIP 2 NaFlex)
+    patches: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import torch
 
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.hf.core.images import ImagePreprocessor
+from clipserve.models.hf.core.images import ImagePreprocessor, preprocessor_for
+from clipserve.models.hf.core.patches import PatchPreprocessor
 from clipserve.models.hf.core.spec import Family, config_dim
 from clipserve.models.hf.core.tokens import TokenBatch, load_hf_tokenizer, text_tokenizer
 from clipserve.models.precision import BF16, FLOAT, check_precision
@@ -38,7 +39,7 @@ class TorchDualEncoder(EmbeddingModel):
         self,
         model: Any,
         hf_tokenizer: Any,
-        preprocessor: ImagePreprocessor,
+        preprocessor: ImagePreprocessor | PatchPreprocessor,
         family: Family,
         *,
         name: str,
@@ -97,9 +98,7 @@ class TorchDualEncoder(EmbeddingModel):
                 f"preprocessor_config.json, as written by {family.model_class}.save_pretrained "
                 "and the processor's save_pretrained"
             ) from exc
-        preprocessor = ImagePreprocessor.from_directory(
-            path, family.image, image_size_of(model.config)
-        )
+        preprocessor = preprocessor_for(family.image, model.config.vision_config, path)
         return cls(
             model,
             tokenizer,
@@ -126,7 +125,7 @@ class TorchDualEncoder(EmbeddingModel):
         if family.stand_in_tokenizer is None:
             raise ValueError(f"{family.label} has no stand-in tokenizer for random weights")
         model = build_random(family, config, seed=seed)
-        preprocessor = ImagePreprocessor.for_rule(family.image, image_size_of(model.config))
+        preprocessor = preprocessor_for(family.image, model.config.vision_config)
         return cls(
             model,
             family.stand_in_tokenizer(),
@@ -145,12 +144,15 @@ class TorchDualEncoder(EmbeddingModel):
         return self.tokenizer(texts)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        inputs = {
+            name: torch.from_numpy(array).to(
+                self.device, self.dtype if array.dtype == np.float32 else None
+            )
+            for name, array in self.preprocessor.model_inputs(pixels).items()
+        }
         with self._lock, torch.inference_mode():
             try:
-                output = self.model.get_image_features(
-                    pixel_values=tensor.to(self.device, self.dtype)
-                )
+                output = self.model.get_image_features(**inputs)
             except RuntimeError as exc:
                 raise ModelError(f"{self.name}: image forward failed: {exc}") from exc
         return _features(output)
@@ -193,10 +195,6 @@ def score_rule_of(model: Any, kind: str) -> ScoreRule:
     scale = float(model.logit_scale.detach().float().exp().item())
     bias = getattr(model, "logit_bias", None)
     return ScoreRule(kind, scale, float(bias.detach().float().item()) if bias is not None else 0.0)
-
-
-def image_size_of(config: Any) -> int:
-    return int(config.vision_config.image_size)
 
 
 def _features(output: Any) -> np.ndarray:

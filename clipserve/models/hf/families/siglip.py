@@ -1,13 +1,15 @@
-"""SigLIP and SigLIP 2 at fixed resolution (transformers' ``SiglipModel``; the SigLIP 2
-FixRes checkpoints use the same class).
+"""SigLIP, SigLIP 2 at fixed resolution (transformers' ``SiglipModel``; the SigLIP 2
+FixRes checkpoints use the same class) and SigLIP 2 NaFlex (``Siglip2Model``).
 
 Text: 64 tokens, always padded to 64. The tower has no causal mask and no padding mask: it
 attends to every position and pools the last one, so the padding is part of the input it
 was trained on, and per-batch padding would change the embeddings. SigLIP's own tokenizer
 is SentencePiece on canonicalised text (lowercase, punctuation removed); SigLIP 2's is
 Gemma's, on lowercased text. Images: resized straight to the square input size, pixels
-scaled to [-1, 1] (mean and std 0.5); pooled by an attention head. Scoring: each pair on
-its own, ``sigmoid(exp(logit_scale) * cosine + logit_bias)``.
+scaled to [-1, 1] (mean and std 0.5); pooled by an attention head. NaFlex keeps the
+image's aspect ratio instead: as many patches as fit in its budget (256 by default), the
+position embeddings resized to that grid. Scoring: each pair on its own,
+``sigmoid(exp(logit_scale) * cosine + logit_bias)``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,25 @@ SIGLIP2_PRETRAINED = {
 }
 
 
+def naflex_arch(widths: tuple[int, int, int, int], patch: int, patches: int) -> dict[str, Any]:
+    """Siglip2Config kwargs: the SigLIP 2 text tower, a vision tower on a patch budget."""
+    text = siglip_arch(widths, patch, 224, GEMMA_VOCAB, gemma=True)["text_config"]
+    return {
+        "text_config": text,
+        "vision_config": {**tower(*widths), "patch_size": patch, "num_patches": patches},
+    }
+
+
+NAFLEX_ARCHITECTURES = {
+    "ViT-B-16-SigLIP2-NaFlex": naflex_arch(BASE, 16, 256),
+    "ViT-SO400M-16-SigLIP2-NaFlex": naflex_arch(SO400M, 16, 256),
+}
+NAFLEX_PRETRAINED = {
+    "ViT-B-16-SigLIP2-NaFlex::webli": "google/siglip2-base-patch16-naflex",
+    "ViT-SO400M-16-SigLIP2-NaFlex::webli": "google/siglip2-so400m-patch16-naflex",
+}
+
+
 def siglip_stand_in() -> Any:
     """SigLIP's layout: ``text </s>``, padded with ``</s>`` (id 1)."""
     specials = {"<pad>": 0, "</s>": 1, "<unk>": 2}
@@ -144,4 +165,18 @@ SIGLIP2 = Family(
     pretrained=SIGLIP2_PRETRAINED,
     stand_in_tokenizer=siglip2_stand_in,
     tokenizer_classes=("GemmaTokenizer", "GemmaTokenizerFast", "Siglip2Tokenizer"),
+)
+
+SIGLIP2_NAFLEX = Family(
+    key="siglip2_naflex",
+    label="SigLIP 2 NaFlex",
+    model_type="siglip2",
+    model_class="Siglip2Model",
+    text=SIGLIP2.text,
+    image=ImageRule(mean=HALF, std=HALF, patches=True),
+    scoring=SIGMOID,
+    languages="multilingual",
+    architectures=NAFLEX_ARCHITECTURES,
+    pretrained=NAFLEX_PRETRAINED,
+    stand_in_tokenizer=siglip2_stand_in,
 )

@@ -31,6 +31,7 @@ BASE = {
     "clip": "ViT-B-32::random",
     "siglip": "ViT-B-16-SigLIP::random",
     "siglip2": "ViT-B-16-SigLIP2::random",
+    "siglip2_naflex": "ViT-B-16-SigLIP2-NaFlex::random",
     "metaclip2": "ViT-B-32-worldwide::random",
     "chinese_clip": "CN-CLIP/ViT-B-16::random",
     "altclip": "AltCLIP/ViT-L-14::random",

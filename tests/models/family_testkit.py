@@ -16,17 +16,8 @@ from typing import Any
 
 import torch
 
-from tests.models.clip_testkit import save_tiny_clip
+from tests.models.clip_testkit import IMAGE_SIZE, VISION, save_tiny_clip
 
-IMAGE_SIZE = 32
-VISION = {
-    "hidden_size": 48,
-    "intermediate_size": 96,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "image_size": IMAGE_SIZE,
-    "patch_size": 8,
-}
 TEXT = {
     "hidden_size": 32,
     "intermediate_size": 64,
@@ -116,7 +107,7 @@ def save_siglip(directory: Path, *, seed: int = 7, gemma: bool = False) -> Path:
     text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 64}
     text.update(projection_size=VISION["hidden_size"], pad_token_id=tokenizer.pad_token_id)
     text.update(eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id)
-    config = SiglipConfig(text_config=text, vision_config=VISION)
+    config = SiglipConfig(text_config=text, vision_config=dict(VISION))
     model = _seeded(seed, lambda: SiglipModel(config))
     with torch.no_grad():  # a bias and scale unlike the initial ones, so scoring is tested
         model.logit_scale.fill_(2.3)
@@ -157,7 +148,9 @@ def save_metaclip2(directory: Path, *, seed: int = 11) -> Path:
     tokenizer = _xlmr_unigram()
     text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 77}
     text.update(bos_token_id=0, pad_token_id=1, eos_token_id=2)
-    config = MetaClip2Config(text_config=text, vision_config=VISION, projection_dim=PROJECTION)
+    config = MetaClip2Config(
+        text_config=text, vision_config=dict(VISION), projection_dim=PROJECTION
+    )
     model = _seeded(seed, lambda: MetaClip2Model(config))
     return _save(directory, model, tokenizer, _clip_images())
 
@@ -172,7 +165,9 @@ def save_chinese_clip(directory: Path, *, seed: int = 13) -> Path:
     tokenizer = _bert_wordpiece(directory)
     text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 64}
     text.update(type_vocab_size=2, pad_token_id=0)
-    config = ChineseCLIPConfig(text_config=text, vision_config=VISION, projection_dim=PROJECTION)
+    config = ChineseCLIPConfig(
+        text_config=text, vision_config=dict(VISION), projection_dim=PROJECTION
+    )
     # as the published Chinese-CLIP processor configs: a square resize, no crop
     images = ChineseCLIPImageProcessorPil(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False
@@ -187,7 +182,9 @@ def save_altclip(directory: Path, *, seed: int = 17) -> Path:
     text = {**TEXT, "vocab_size": len(tokenizer), "max_position_embeddings": 80}
     text.update(type_vocab_size=1, project_dim=PROJECTION, pad_token_id=1, bos_token_id=0)
     text.update(eos_token_id=2)
-    config = AltCLIPConfig(text_config=text, vision_config=VISION, projection_dim=PROJECTION)
+    config = AltCLIPConfig(
+        text_config=text, vision_config=dict(VISION), projection_dim=PROJECTION
+    )
     model = _seeded(seed, lambda: AltCLIPModel(config))
     return _save(directory, model, tokenizer, _clip_images())
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipserve.models.base import ImageSource
 from clipserve.models.hf.core.patches import PatchPreprocessor
-from clipserve.models.hf.core.spec import ImageRule
+from clipserve.models.hf.core.spec import ImageRule, scaling_config
 from clipserve.models.images import DEFAULT_MAX_PIXELS, decode_image
 
 CONFIG_FILE = "preprocessor_config.json"
@@ -91,12 +91,7 @@ class ImagePreprocessor:
             ),
             "resample": self.resample,
             "do_center_crop": self.crop is not None,
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "image_mean": list(self.mean),
-            "image_std": list(self.std),
-            "do_convert_rgb": True,
+            **scaling_config(self.mean, self.std),
         }
         if self.crop is not None:
             config["crop_size"] = {"height": self.crop[0], "width": self.crop[1]}

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from clipserve.models.base import ImageSource
-from clipserve.models.hf.core.spec import ImageRule
+from clipserve.models.hf.core.spec import ImageRule, scaling_config
 from clipserve.models.images import DEFAULT_MAX_PIXELS, decode_image
 
 CONFIG_FILE = "preprocessor_config.json"
@@ -62,12 +62,7 @@ class PatchPreprocessor:
             "patch_size": self.patch_size,
             "max_num_patches": self.max_num_patches,
             "resample": self.resample,
-            "do_rescale": True,
-            "rescale_factor": 1 / 255,
-            "do_normalize": True,
-            "image_mean": list(self.mean),
-            "image_std": list(self.std),
-            "do_convert_rgb": True,
+            **scaling_config(self.mean, self.std),
         }
 
     def __call__(self, source: ImageSource) -> np.ndarray:

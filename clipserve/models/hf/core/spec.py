@@ -110,6 +110,18 @@ class Family:
         return getattr(transformers, self.model_class)
 
 
+def scaling_config(mean: Any, std: Any) -> dict[str, Any]:
+    """The rescale-and-normalise part of an HF image processor config."""
+    return {
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(mean),
+        "image_std": list(std),
+        "do_convert_rgb": True,
+    }
+
+
 def tower(
     width: int, layers: int, heads: int, mlp: int, **extra: Any
 ) -> dict[str, Any]:

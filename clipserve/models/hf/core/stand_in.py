@@ -51,3 +51,15 @@ def byte_tokenizer(
         padding_side=padding_side,
         **named,
     )
+
+
+#: XLM-R's (and XLM-V's) special ids
+XLM_R_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+
+
+def xlm_r_tokenizer(model_max_length: int) -> Any:
+    """XLM-R's layout: ``<s> text </s>``, padded with ``<pad>`` (MetaCLIP 2, AltCLIP)."""
+    return byte_tokenizer(
+        XLM_R_SPECIALS, prefix=["<s>"], suffix=["</s>"], pad="<pad>", unk="<unk>",
+        model_max_length=model_max_length,
+    )  # fmt: skip

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from clipserve.models.hf.core.spec import Family, ImageRule, TextRule, tower
-from clipserve.models.hf.core.stand_in import byte_tokenizer
+from clipserve.models.hf.core.stand_in import xlm_r_tokenizer
 from clipserve.models.scoring import SOFTMAX
 
 CONTEXT_LENGTH = 77
 XLM_R_VOCAB = 250002
-#: XLM-R's special ids
-SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 
 ARCH = {
     "projection_dim": 768,
@@ -39,11 +37,7 @@ ARCHITECTURES = dict.fromkeys(PRETRAINED, ARCH)
 
 
 def stand_in() -> Any:
-    """XLM-R's layout: ``<s> text </s>``, padded with ``<pad>``."""
-    return byte_tokenizer(
-        SPECIALS, prefix=["<s>"], suffix=["</s>"], pad="<pad>", unk="<unk>",
-        model_max_length=CONTEXT_LENGTH,
-    )  # fmt: skip
+    return xlm_r_tokenizer(CONTEXT_LENGTH)
 
 
 FAMILY = Family(

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from clipserve.models.hf.core.spec import Family, ImageRule, TextRule, tower
-from clipserve.models.hf.core.stand_in import byte_tokenizer
+from clipserve.models.hf.core.stand_in import xlm_r_tokenizer
 from clipserve.models.scoring import SOFTMAX
 
 CONTEXT_LENGTH = 77
 XLM_V_VOCAB = 901629
-#: XLM-V's special ids (as XLM-R's): <s> 0, <pad> 1, </s> 2, <unk> 3
-SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 
 
 def metaclip2_arch(
@@ -67,11 +65,7 @@ PRETRAINED = {
 
 
 def stand_in() -> Any:
-    """XLM-V's layout: ``<s> text </s>``, padded with ``<pad>``."""
-    return byte_tokenizer(
-        SPECIALS, prefix=["<s>"], suffix=["</s>"], pad="<pad>", unk="<unk>",
-        model_max_length=CONTEXT_LENGTH,
-    )  # fmt: skip
+    return xlm_r_tokenizer(CONTEXT_LENGTH)
 
 
 FAMILY = Family(

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from clipserve.errors import ClipServeError
+from clipserve.extras import missing
 from clipserve.server.config import (
     AUTH_TOKEN_ENV,
     BACKENDS,
@@ -90,6 +92,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cors",
         help="comma-separated allowed CORS origins, '*' for any (default: no CORS headers)",
+    )
+    p.add_argument(
+        "--ui",
+        action=argparse.BooleanOptionalAction,
+        help="the web page at / (default: on; --no-ui keeps only /static/clipserve.js)",
     )
     p.add_argument(
         "--max-batch-size", type=int, help=f"items per forward pass (default: {d.max_batch_size})"
@@ -192,7 +199,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 async def _serve(config: ServerConfig) -> int:
-    from clipserve.server.app import ClipServer
+    try:
+        from clipserve.server.app import ClipServer
+    except ModuleNotFoundError as exc:  # a client-only install
+        raise missing(exc.name or "?", "clipserve serve", error=ClipServeError) from exc
 
     server = ClipServer(config)
     stop = asyncio.Event()
@@ -239,7 +249,6 @@ def _prepare(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from clipserve.errors import ClipServeError
     from clipserve.models.registry import load_model
 
     started = time.perf_counter()
@@ -287,8 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
-        from clipserve.errors import ClipServeError
-
         if isinstance(exc, ClipServeError | ValueError | OSError):
             print(f"clipserve: error: {exc}", file=sys.stderr)
             return 1

@@ -1,6 +1,7 @@
 """``Client``: the public face. Every method exists twice, ``encode``/``aencode``,
 ``rank``/``arank``, ``profile``/``aprofile``: the async one is real asyncio; the sync one
-runs it on the client's private background loop (see ``sync.py``)."""
+runs it on the client's private background loop (see ``sync.py``). Every request is built
+by ``core.next_batch``; encode and rank share one call path (``_call``)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,53 @@ import asyncio
 import contextlib
 import os
 import time
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from clipserve.client import profile as profiling
-from clipserve.client.core import Job, Results, endpoint_for, plan_job
+from clipserve.client.core import Job, Results, endpoint_for, next_batch, plan_job
+from clipserve.client.errors_map import from_error_name
 from clipserve.client.fetch import ImageFetcher
-from clipserve.client.inputs import PendingFetch, fill_from_string
 from clipserve.client.pipeline import Callback, Pipeline
 from clipserve.client.progress import ProgressReporter
 from clipserve.client.retry import RetryPolicy
 from clipserve.client.sync import LoopThread
 from clipserve.client.transports import Transport, TransportOptions, make_transport
 from clipserve.client.urls import parse_server
-from clipserve.errors import RemoteError
+from clipserve.errors import ClientTimeoutError, RemoteError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from clipserve.wire.messages import is_error
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: documents per request; large enough that per-request overhead is not the bottleneck
 DEFAULT_BATCH_SIZE = 128
 #: requests built-but-unanswered at once (bounds memory: prefetch x batch_size inputs)
 DEFAULT_PREFETCH = 8
+#: what profile() sends, as clip-client does: parameters that ask for timing results
+PROFILE_PARAMETERS = {"__results__": {}}
+
+
+class CallOptions(TypedDict, total=False):
+    """The keyword arguments of ``encode``/``aencode`` and ``rank``/``arank``."""
+
+    #: documents per request (default: the client's ``batch_size``)
+    batch_size: int | None
+    show_progress: bool
+    #: sent with every request (``model_name``, ``drop_image_content``...)
+    parameters: Mapping[str, Any] | None
+    #: callbacks get each reply as a ``Response``; with any of them the result is None
+    on_done: Callback | None
+    on_error: Callback | None
+    on_always: Callback | None
+    #: requests in flight at once (default: the client's ``prefetch``)
+    prefetch: int | None
+
+
+_OPTION_NAMES = frozenset(CallOptions.__annotations__)
+CALLBACKS = ("on_done", "on_error", "on_always")
 
 
 def credential_token(credential: Mapping[str, Any] | str | None) -> str | None:
@@ -101,62 +127,25 @@ class Client:
         return f"Client({self.server!r})"
 
     # -- encode -----------------------------------------------------------------------
-    def encode(self, content: Iterable[Any], **kwargs: Any) -> Any:
+    def encode(self, content: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
         """Embeddings of ``content``: an iterable of ``str`` -> ``ndarray [N, D]``; an
         iterable of ``Document`` -> ``DocumentArray`` with ``.embedding`` set. With
         ``on_done``/``on_error``/``on_always`` callbacks, replies go to them and the result is
-        ``None``. Keyword arguments as ``aencode``."""
+        ``None``. Keyword arguments: ``CallOptions``."""
         self._check_open()
-        return self._loop_thread.run(self.aencode(content, **kwargs))
+        return self._loop_thread.run(self.aencode(content, **options))
 
-    async def aencode(
-        self,
-        content: Iterable[Any],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-        parameters: Mapping[str, Any] | None = None,
-        on_done: Callback | None = None,
-        on_error: Callback | None = None,
-        on_always: Callback | None = None,
-        prefetch: int | None = None,
-    ) -> Any:
-        self._check_open()
-        collect = not (on_done or on_error or on_always)
-        endpoint = endpoint_for("/encode", parameters)
-        size = self.batch_size if batch_size is None else batch_size
-        job = plan_job(content, endpoint, parameters, size, collect)
-        return await self._run(job, show_progress, prefetch, on_done, on_error, on_always)
+    async def aencode(self, content: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
+        return await self._call("/encode", content, options)
 
     # -- rank -------------------------------------------------------------------------
-    def rank(self, docs: Iterable[Any], **kwargs: Any) -> Any:
+    def rank(self, docs: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
         """Re-rank each query Document's ``.matches`` by ``scores['clip_score']``."""
         self._check_open()
-        return self._loop_thread.run(self.arank(docs, **kwargs))
+        return self._loop_thread.run(self.arank(docs, **options))
 
-    async def arank(
-        self,
-        docs: Iterable[Any],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-        parameters: Mapping[str, Any] | None = None,
-        on_done: Callback | None = None,
-        on_error: Callback | None = None,
-        on_always: Callback | None = None,
-        prefetch: int | None = None,
-    ) -> Any:
-        self._check_open()
-        collect = not (on_done or on_error or on_always)
-        endpoint = endpoint_for("/rank", parameters)
-        size = self.batch_size if batch_size is None else batch_size
-        job = plan_job(docs, endpoint, parameters, size, collect)
-        if job.kind == "strings":
-            raise TypeError("rank() takes Documents whose .matches hold the candidates")
-        if job.total is not None:
-            list(_require_matches(docs))  # sized input: check everything before sending
-        job.items = _require_matches(job.items)
-        return await self._run(job, show_progress, prefetch, on_done, on_error, on_always)
+    async def arank(self, docs: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
+        return await self._call("/rank", docs, options)
 
     # -- profile ----------------------------------------------------------------------
     def profile(self, content: str = "") -> dict[str, float]:
@@ -168,25 +157,26 @@ class Client:
         self._check_open()
         if not isinstance(content, str):
             raise TypeError(f"profile() takes a string, got {type(content).__name__}")
-        request = DataRequestProto()
-        request.header.request_id = uuid.uuid4().hex
-        request.header.exec_endpoint = "/"
-        request.parameters.update({"__results__": {}})
-        doc = request.data.docs.docs.add(id=uuid.uuid4().hex)
-        pending: list[PendingFetch] = []
-        if content:
-            fill_from_string(content, doc, pending)
+        job = plan_job([content], "/", PROFILE_PARAMETERS, 1, collect=True)
+        batch = await asyncio.to_thread(next_batch, job, 0, 0)
+        assert batch is not None, "one input makes one batch"
         fetcher = ImageFetcher(self.fetch_timeout)
         try:
-            await fetcher.fill(pending)
+            await fetcher.fill(batch.pending)
         finally:
             await fetcher.aclose()
-        transport = self._transport()
         started = time.perf_counter()
-        reply = None
-        async with contextlib.aclosing(transport.stream(_once(request))) as replies:
-            reply = await anext(replies, None)
+        try:
+            reply = await asyncio.wait_for(self._roundtrip(batch.request), self.timeout)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise ClientTimeoutError(
+                f"{self.server}: no reply to profile() within {self.timeout:g}s"
+            ) from exc
         roundtrip = (time.perf_counter() - started) * 1000.0
+        if reply is not None and is_error(reply):
+            status = reply.header.status
+            kind = from_error_name(status.exception.name) or RemoteError
+            raise kind(f"{self.server}: {status.description or 'profile request refused'}")
         if reply is None or not reply.routes:
             raise RemoteError(f"{self.server}: the server sent no timing routes to profile")
         summary = profiling.summarize(reply, roundtrip)
@@ -219,18 +209,28 @@ class Client:
         await self.aclose()
 
     # -- internals --------------------------------------------------------------------
-    async def _run(
-        self,
-        job: Job,
-        show_progress: bool,
-        prefetch: int | None,
-        on_done: Callback | None,
-        on_error: Callback | None,
-        on_always: Callback | None,
-    ) -> Any:
+    async def _call(self, name: str, content: Any, options: CallOptions) -> Any:
+        """The one call path of encode and rank: check the options, plan the job, stream it."""
+        self._check_open()
+        unknown = sorted(set(options) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(
+                f"{name.strip('/')}() got unexpected keyword argument(s) {', '.join(unknown)}; "
+                f"it takes {', '.join(sorted(_OPTION_NAMES))}"
+            )
+        on_done, on_error, on_always = (options.get(k) for k in CALLBACKS)
+        parameters = options.get("parameters")
+        batch_size = options.get("batch_size")
+        collect = not (on_done or on_error or on_always)
+        size = self.batch_size if batch_size is None else batch_size
+        job = plan_job(content, endpoint_for(name, parameters), parameters, size, collect)
+        if name == "/rank":
+            _check_rank_input(job, content)
         if job.kind is None or job.total == 0:  # nothing to send
             return Results(job.kind, job.endpoint, job.collect).finish()
+        show_progress = options.get("show_progress", False)
         reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
+        prefetch = options.get("prefetch")
         pipeline = Pipeline(
             job,
             self._transport(),
@@ -250,6 +250,11 @@ class Client:
         finally:
             if reporter is not None:
                 reporter.stop()
+
+    async def _roundtrip(self, request: DataRequestProto) -> DataRequestProto | None:
+        """Send one request on its own stream; the first reply, if any."""
+        async with contextlib.aclosing(self._transport().stream(_once(request))) as replies:
+            return await anext(replies, None)
 
     def _transport(self) -> Transport:
         loop = asyncio.get_running_loop()
@@ -271,6 +276,14 @@ class Client:
 
 async def _once(request: DataRequestProto) -> Any:
     yield request
+
+
+def _check_rank_input(job: Job, docs: Any) -> None:
+    if job.kind == "strings":
+        raise TypeError("rank() takes Documents whose .matches hold the candidates")
+    if job.total is not None:
+        list(_require_matches(docs))  # sized input: check everything before sending
+    job.items = _require_matches(job.items)
 
 
 def _require_matches(items: Any) -> Any:

@@ -8,13 +8,11 @@ Every failure is an ``InvalidInputError`` naming the input.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import mimetypes
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -22,6 +20,7 @@ from clipserve.client.detect import classify_string
 from clipserve.client.png import encode_png
 from clipserve.errors import InvalidInputError
 from clipserve.wire.clipserve_wire_pb2 import DocumentProto
+from clipserve.wire.data_uri import decode_data_uri, is_data_uri
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
@@ -55,10 +54,8 @@ def fill_image_uri(uri: str, out: DocumentProto, pending: list[PendingFetch]) ->
     """An image named by a data URI, http(s) URL, ``file://`` URL or local path."""
     out.uri = uri
     lowered = uri[:8].lower()
-    if lowered.startswith("data:"):
-        mime, data = decode_data_uri(uri)
-        out.blob = data
-        out.mime_type = mime
+    if is_data_uri(uri):
+        out.mime_type, out.blob = decode_data_uri(uri)
         out.uri = ""  # the blob is the content; echoing a huge data URI back helps nobody
     elif lowered.startswith(("http://", "https://")):
         out.mime_type = mimetypes.guess_type(urlsplit(uri).path)[0] or ""
@@ -123,25 +120,6 @@ def read_file(path: str, name: str) -> bytes:
     if not data:
         raise InvalidInputError(f"image file {name!r} is empty")
     return data
-
-
-def decode_data_uri(uri: str) -> tuple[str, bytes]:
-    """``data:[<mime>][;base64],<payload>`` -> (mime type, bytes)."""
-    header, comma, payload = uri[5:].partition(",")
-    if not comma:
-        raise InvalidInputError(f"data URI {describe(uri)} has no comma")
-    params = header.split(";")
-    mime = params[0].strip() or "text/plain"
-    try:
-        if any(p.strip().lower() == "base64" for p in params[1:]):
-            data = base64.b64decode("".join(unquote(payload).split()), validate=True)
-        else:
-            data = unquote_to_bytes(payload)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidInputError(f"data URI {describe(uri)} is not valid base64") from exc
-    if not data:
-        raise InvalidInputError(f"data URI {describe(uri)} is empty")
-    return mime, data
 
 
 _MAGIC = (

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+#: the inference backends every model family offers
+BACKENDS = ("torch", "onnx")
 FLOAT = "float"
 BF16 = "bf16"
 INT8 = "int8"

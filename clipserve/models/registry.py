@@ -23,10 +23,9 @@ from pathlib import Path
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
 from clipserve.models.hf import catalog
-from clipserve.models.precision import FLOAT, check_precision
+from clipserve.models.precision import BACKENDS, FLOAT, check_precision
 
 DEFAULT_MODEL = "builtin"
-BACKENDS = ("torch", "onnx")
 RANDOM_WEIGHTS = catalog.RANDOM_WEIGHTS
 #: published name -> Hugging Face repo, every family
 PRETRAINED: dict[str, str] = {

@@ -30,6 +30,8 @@ from clipserve.server.config import ServerConfig
 from clipserve.server.dispatch import Dispatcher
 from clipserve.server.grpc_server import GrpcFrontend
 from clipserve.server.http_app import HttpState, build_app
+from clipserve.server.limits import MiB
+from clipserve.server.service import EmbeddingService
 from clipserve.server.startup import (
     bind_socket,
     in_daemon_thread,
@@ -42,7 +44,6 @@ from clipserve.server.startup import (
 from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
-MiB = 1024 * 1024
 
 
 class _Uvicorn(uvicorn.Server):
@@ -69,7 +70,7 @@ class ClipServer:
         self._owns_model = model is None
         self._replicas: list[EmbeddingModel] = []
         self.engine: Engine | None = None
-        self.service: Any = None
+        self.service: EmbeddingService | None = None
         self.grpc: GrpcFrontend | None = None
         self.http_state: HttpState | None = None
         self._uvicorn: _Uvicorn | None = None
@@ -113,7 +114,7 @@ class ClipServer:
         if config.port_file:
             write_port_file(config.port_file, {"grpc": self.grpc_port, "http": self.http_port})
 
-    async def _start_engine(self) -> Any:
+    async def _start_engine(self) -> EmbeddingService:
         config = self.config
         if self.model is None:
             self.model = await in_daemon_thread(load_configured_model, config)
@@ -133,8 +134,6 @@ class ClipServer:
             replicas = self._replicas
             log.info("clipserve: %d model replicas on %s", len(self._replicas),
                      ", ".join(replica_devices(config)))  # fmt: skip
-        from clipserve.server.service import EmbeddingService
-
         self.engine = Engine(
             replicas,
             max_batch_size=config.max_batch_size,
@@ -151,7 +150,6 @@ class ClipServer:
             model_name=model.name,
             limits=limits_from(config.limits),
             uri_policy=uri_policy_from(config.uri_policy),
-            metrics=self.metrics,
         )
         return self.service
 
@@ -161,12 +159,13 @@ class ClipServer:
         config = self.config
         self.http_state = HttpState(
             dispatcher=dispatcher,
-            service=self.service,
+            service=dispatcher.service,
             auth=auth,
             metrics=self.metrics,
             max_body_bytes=config.http_max_body_mb * MiB,
             serve_http="http" in config.protocols,
             serve_websocket="websocket" in config.protocols,
+            serve_ui=config.ui,
             max_inflight=config.max_inflight_per_stream,
         )
         app = build_app(

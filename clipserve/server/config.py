@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipserve.models.precision import BACKEND_OF, FLOAT, PRECISIONS
+from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS
+from clipserve.server.limits import Limits
+from clipserve.server.uri_fetch import UriPolicy
 
 PROTOCOLS = ("grpc", "http", "websocket")
-BACKENDS = ("torch", "onnx")
 AUTH_TOKEN_ENV = "CLIPSERVE_AUTH_TOKEN"
 
 
@@ -54,6 +55,8 @@ class ServerConfig:
     open_metrics: bool = True
     #: allowed CORS origins (``["*"]`` for any); empty means no CORS headers
     cors: tuple[str, ...] = ()
+    #: the web page at ``GET /`` (``--no-ui`` turns it off; ``/static/clipserve.js`` stays)
+    ui: bool = True
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
     #: a stock clip-client keeps up to 100 requests in flight over HTTP: 6,400 items at its
@@ -71,10 +74,10 @@ class ServerConfig:
     #: seconds to let in-flight requests finish on shutdown
     shutdown_grace_s: float = 10.0
     port_file: str | None = None
-    #: ``clipserve.server.limits.Limits`` or a mapping of its fields (None: its defaults)
-    limits: Any = None
-    #: ``clipserve.server.uri_fetch.UriPolicy`` or a mapping of its fields (None: never fetch)
-    uri_policy: Any = None
+    #: ``Limits`` or a mapping of its fields (YAML); None: its defaults
+    limits: Limits | Mapping[str, Any] | None = None
+    #: ``UriPolicy`` or a mapping of its fields (YAML); None: never fetch (data: URIs work)
+    uri_policy: UriPolicy | Mapping[str, Any] | None = None
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,34 +1,37 @@
 """What every front-end does with one request, written once: parse bytes, hand the request
-to ``EmbeddingService.handle``, count it in the metrics, and turn request-level errors into
-an ERROR reply where the protocol answers them in band (see ``errors_map``)."""
+to ``EmbeddingService.handle`` (or an OpenAI body to ``openai_embeddings``), count it in the
+metrics, and turn request-level errors into an ERROR reply where the protocol answers them
+in band. What an error means on each protocol is the table in ``errors_map``."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import ClipServeError, InvalidInputError
-from clipserve.server.errors_map import error_name, public_message
+from clipserve.server import openai_embeddings
+from clipserve.server.errors_map import error_name, in_band, metric_label, public_message
+from clipserve.server.service import Answer, EmbeddingService
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, HeaderProto
-from clipserve.wire.messages import ENDPOINTS, endpoint_of, set_error
+from clipserve.wire.messages import ENDPOINTS, OPENAI_ENDPOINT, endpoint_of, set_error
 
 log = logging.getLogger("clipserve.server")
-
-
-class Service(Protocol):
-    async def handle(self, request: DataRequestProto, protocol: str) -> DataRequestProto: ...
+T = TypeVar("T")
 
 
 class Dispatcher:
-    """Runs requests through the service. The service counts requests and documents in
-    ``clipserve_requests``/``clipserve_documents``; this adds the latency histogram and
-    counts the requests refused before they reach the service (malformed, unauthenticated)."""
+    """Runs every request through the service and counts it, whatever its front-end:
+    ``clipserve_requests`` (``ok``, ``partial``, ``cancelled`` or the error's label from
+    ``errors_map``), ``clipserve_documents`` and the latency histogram, labelled by protocol
+    and endpoint (``/encode``, ``/rank``, ``/``, ``/v1/embeddings``, else ``other``)."""
 
-    def __init__(self, service: Service, metrics: Any) -> None:
+    def __init__(self, service: EmbeddingService, metrics: Metrics = METRICS) -> None:
         self.service = service
         self.metrics = metrics
 
@@ -36,23 +39,65 @@ class Dispatcher:
         """The reply for ``request``; request-level errors propagate to the front-end."""
         if not request.header.request_id:
             request.header.request_id = uuid.uuid4().hex
-        endpoint = _endpoint_label(request)
-        started = time.perf_counter()
+        work = self.service.handle(request)
+        answer = await self._counted(protocol, _endpoint_label(request), work, _documents_of)
+        return answer.reply
+
+    async def answer_openai(self, body: Any, protocol: str = "http") -> dict[str, Any]:
+        """The reply to an OpenAI-style ``/v1/embeddings`` body (see ``openai_embeddings``)."""
+        work = openai_embeddings.embed(self.service, body)
+        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in)
+
+    async def reply_for(self, data: bytes, protocol: str) -> DataRequestProto:
+        """Parse and answer one serialized request. Errors ``protocol`` answers in band
+        become an ERROR reply; the others raise, for the front-end to end the call or close
+        the connection; so does a malformed message without a request id to answer."""
         try:
-            return await self.service.handle(request, protocol)
+            request = parse_request(data)
+        except InvalidInputError as exc:
+            self.rejected(protocol, exc)
+            request_id = getattr(exc, "request_id", None)
+            if request_id is None:  # nothing the client could match a reply to
+                raise
+            return error_reply(request_id, exc)
+        try:
+            return await self.answer(request, protocol)
         except Exception as exc:
-            if not isinstance(exc, ClipServeError):
-                log.exception("request %s failed", request.header.request_id)
+            if in_band(exc, protocol):
+                return error_reply(request, exc)
             raise
-        finally:
-            if self.metrics is not None:
-                elapsed = time.perf_counter() - started
-                self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
 
     def rejected(self, protocol: str, exc: BaseException, endpoint: str = "other") -> None:
         """Count a request refused before the service saw it."""
-        if self.metrics is not None:
-            self.metrics.requests.labels(protocol, endpoint, _status_label(exc)).inc()
+        self.metrics.requests.labels(protocol, endpoint, metric_label(exc)).inc()
+
+    async def _counted(
+        self,
+        protocol: str,
+        endpoint: str,
+        work: Awaitable[T],
+        documents: Callable[[T], tuple[int, int]],
+    ) -> T:
+        """Await ``work`` and count it: one request with its status, its documents
+        (``documents(result)`` gives how many were answered and how many of them failed)
+        and its latency."""
+        started = time.perf_counter()
+        try:
+            result = await work
+        except BaseException as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, ClipServeError):
+                log.exception("%s request to %s failed", protocol, endpoint)
+            self.rejected(protocol, exc, endpoint)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
+        total, failed = documents(result)
+        self.metrics.requests.labels(protocol, endpoint, "partial" if failed else "ok").inc()
+        self.metrics.documents.labels(protocol, endpoint, "ok").inc(total - failed)
+        if failed:
+            self.metrics.documents.labels(protocol, endpoint, "error").inc(failed)
+        return result
 
 
 def error_reply(source: DataRequestProto | str | None, exc: BaseException) -> DataRequestProto:
@@ -127,11 +172,9 @@ def _endpoint_label(request: DataRequestProto) -> str:
     return endpoint if endpoint in ENDPOINTS else "other"
 
 
-def _status_label(exc: BaseException) -> str:
-    name = error_name(exc) if isinstance(exc, Exception) else "cancelled"
-    return {
-        "OverloadedError": "overloaded",
-        "AuthenticationError": "unauthenticated",
-        "InvalidInputError": "invalid",
-        "InputRefusedError": "refused",
-    }.get(name, "error" if name != "cancelled" else name)
+def _documents_of(answer: Answer) -> tuple[int, int]:
+    return answer.documents, answer.failed
+
+
+def _embeddings_in(reply: dict[str, Any]) -> tuple[int, int]:
+    return len(reply["data"]), 0

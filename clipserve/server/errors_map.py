@@ -1,4 +1,6 @@
-"""How each front-end reports clipserve's error tree: one table per protocol.
+"""What each error means on every front-end, in one table (``ERRORS``): the status label
+the request metrics count it under, the HTTP status, the gRPC code, the WebSocket close
+code, and whether gRPC and WebSocket answer it in band.
 
 Lookups walk the exception's MRO, so the most specific entry wins
 (``InputRefusedError`` before ``InvalidInputError`` before ``ClipServeError``).
@@ -12,7 +14,7 @@ failed call alike):
   and clip-client users with ``on_error=`` can handle it per request. Errors about the
   server as a whole end the call with a status code: UNAUTHENTICATED (before anything is
   read), RESOURCE_EXHAUSTED (queues full: retry later), UNAVAILABLE (shutting down).
-* HTTP: every error is a non-2xx status with a JSON body
+* HTTP: every error is a non-2xx status (413 for a body above the limit) with a JSON body
   ``{"error": {"type", "message"}, "header": {"status": {"code": 1, "description"}}}``
   (the ``header`` part lets jina's client show the reason on 503). Per-document failures
   inside a valid request are a 200 reply whose status is ERROR, like gRPC.
@@ -24,6 +26,8 @@ failed call alike):
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import grpc
 
@@ -38,69 +42,80 @@ from clipserve.errors import (
     ServerUnavailableError,
 )
 
-GRPC_STATUS: dict[type[BaseException], grpc.StatusCode] = {
-    AuthenticationError: grpc.StatusCode.UNAUTHENTICATED,
-    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ServerUnavailableError: grpc.StatusCode.UNAVAILABLE,
-    ModelUnavailableError: grpc.StatusCode.UNAVAILABLE,
-    InputRefusedError: grpc.StatusCode.INVALID_ARGUMENT,
-    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelError: grpc.StatusCode.INTERNAL,
-    ClipServeError: grpc.StatusCode.INTERNAL,
-    Exception: grpc.StatusCode.INTERNAL,
-}
-
-#: gRPC errors answered with an ERROR reply on the stream instead of ending the call
-GRPC_IN_BAND: tuple[type[BaseException], ...] = (InvalidInputError, ModelError)
-#: gRPC errors that end the call with their status code (anything else unexpected: in band)
-GRPC_ENDS_CALL: tuple[type[BaseException], ...] = (
-    OverloadedError,
-    ServerUnavailableError,
-    AuthenticationError,
-)
-
-HTTP_STATUS: dict[type[BaseException], int] = {
-    AuthenticationError: 401,
-    OverloadedError: 429,
-    ServerUnavailableError: 503,
-    ModelUnavailableError: 503,
-    InputRefusedError: 400,
-    InvalidInputError: 400,
-    ModelError: 500,
-    ClipServeError: 500,
-    Exception: 500,
-}
-
-WS_CLOSE: dict[type[BaseException], int] = {
-    AuthenticationError: 1008,  # policy violation
-    InvalidInputError: 1007,  # invalid frame payload
-    ServerUnavailableError: 1001,  # going away
-    Exception: 1011,  # internal error
-}
+Code = grpc.StatusCode
 WS_NORMAL = 1000
 WS_UNSUPPORTED_DATA = 1003
 
-#: WebSocket errors answered with an ERROR reply (everything but connection-level ones)
-WS_IN_BAND: tuple[type[BaseException], ...] = (InvalidInputError, ModelError, OverloadedError)
+
+class BodyTooLargeError(InputRefusedError):
+    """An HTTP request body above the configured limit."""
 
 
-def _lookup(table: dict[type[BaseException], object], exc: BaseException) -> object:
+class Meaning(NamedTuple):
+    """What one kind of error means on each front-end."""
+
+    #: the ``status`` label of ``clipserve_requests_total``
+    label: str
+    http: int
+    grpc: grpc.StatusCode
+    #: the close code when the error ends a WebSocket connection
+    ws_close: int
+    #: answered with an ERROR reply on a gRPC stream (else the call ends with ``grpc``)
+    grpc_in_band: bool
+    #: answered with an ERROR reply on a WebSocket (else the connection closes)
+    ws_in_band: bool
+
+
+# WebSocket close codes: 1001 going away, 1007 invalid payload, 1008 policy violation,
+# 1011 internal error (used only where the error is not answered in band)
+# fmt: off
+_TABLE: dict[type[BaseException], tuple[str, int, grpc.StatusCode, int, bool, bool]] = {
+    #                        label             HTTP gRPC code                WS  in band: gRPC, WS
+    AuthenticationError:    ("unauthenticated", 401, Code.UNAUTHENTICATED,    1008, False, False),
+    OverloadedError:        ("overloaded",      429, Code.RESOURCE_EXHAUSTED, 1011, False, True),
+    ServerUnavailableError: ("error",           503, Code.UNAVAILABLE,        1001, False, False),
+    ModelUnavailableError:  ("error",           503, Code.UNAVAILABLE,        1011, True, True),
+    BodyTooLargeError:      ("refused",         413, Code.INVALID_ARGUMENT,   1007, True, True),
+    InputRefusedError:      ("refused",         400, Code.INVALID_ARGUMENT,   1007, True, True),
+    InvalidInputError:      ("invalid",         400, Code.INVALID_ARGUMENT,   1007, True, True),
+    ModelError:             ("error",           500, Code.INTERNAL,           1011, True, True),
+    ClipServeError:         ("error",           500, Code.INTERNAL,           1011, True, False),
+    Exception:              ("error",           500, Code.INTERNAL,           1011, True, False),
+}
+# fmt: on
+ERRORS: dict[type[BaseException], Meaning] = {cls: Meaning(*row) for cls, row in _TABLE.items()}
+#: the label of a request whose caller went away (its task was cancelled)
+CANCELLED = "cancelled"
+
+
+def meaning(exc: BaseException) -> Meaning:
     for cls in type(exc).__mro__:
-        if cls in table:
-            return table[cls]
-    return table[Exception]
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return ERRORS[Exception]
 
 
 def grpc_status(exc: BaseException) -> grpc.StatusCode:
-    return _lookup(GRPC_STATUS, exc)  # type: ignore[return-value]
+    return meaning(exc).grpc
 
 
 def http_status(exc: BaseException) -> int:
-    return _lookup(HTTP_STATUS, exc)  # type: ignore[return-value]
+    return meaning(exc).http
 
 
 def ws_close_code(exc: BaseException) -> int:
-    return _lookup(WS_CLOSE, exc)  # type: ignore[return-value]
+    return meaning(exc).ws_close
+
+
+def metric_label(exc: BaseException) -> str:
+    return meaning(exc).label if isinstance(exc, Exception) else CANCELLED
+
+
+def in_band(exc: BaseException, protocol: str) -> bool:
+    """Whether ``protocol`` answers ``exc`` with an ERROR reply rather than ending the call
+    (gRPC) or closing the connection (WebSocket). HTTP answers every error with a status."""
+    row = meaning(exc)
+    return row.ws_in_band if protocol == "websocket" else row.grpc_in_band
 
 
 def public_message(exc: BaseException) -> str:

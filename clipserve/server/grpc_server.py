@@ -18,20 +18,15 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from clipserve.errors import AuthenticationError, InvalidInputError
+from clipserve.errors import AuthenticationError
 from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher, error_reply, parse_request
-from clipserve.server.errors_map import (
-    GRPC_ENDS_CALL,
-    GRPC_IN_BAND,
-    grpc_status,
-    public_message,
-)
+from clipserve.server.dispatch import Dispatcher
+from clipserve.server.errors_map import grpc_status, public_message
+from clipserve.server.limits import MiB
 from clipserve.server.tls import TlsFiles
 from clipserve.wire import GRPC_SERVICE, DataRequestProto
 
 log = logging.getLogger("clipserve.server")
-MiB = 1024 * 1024
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _END = object()
 #: how long a refused (unauthenticated) stream is read before the call ends
@@ -117,8 +112,9 @@ class GrpcFrontend:
         async def answer(raw: bytes) -> None:
             # the slot is released once the reply is written, so a client that stops
             # reading also stops the server from taking (and buffering) more requests
+            assert self.dispatcher is not None, "start() sets the dispatcher before serving"
             try:
-                replies.put_nowait(await self._reply_for(raw))
+                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc"))
             except Exception as exc:  # errors that end the call (overload, shutdown)
                 replies.put_nowait(exc)
 
@@ -146,25 +142,6 @@ class GrpcFrontend:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
-
-    async def _reply_for(self, raw: bytes) -> DataRequestProto:
-        assert self.dispatcher is not None, "start() sets the dispatcher before serving"
-        try:
-            request = parse_request(raw)
-        except InvalidInputError as exc:
-            self.dispatcher.rejected("grpc", exc)
-            request_id = getattr(exc, "request_id", None)
-            if request_id is None:  # nothing the client could match a reply to
-                raise
-            return error_reply(request_id, exc)
-        try:
-            return await self.dispatcher.answer(request, "grpc")
-        except GRPC_IN_BAND as exc:
-            return error_reply(request, exc)
-        except GRPC_ENDS_CALL:
-            raise
-        except Exception as exc:  # a bug: answer this request, keep the stream going
-            return error_reply(request, exc)
 
 
 def _prefetch_limit(metadata: Any, maximum: int) -> int:

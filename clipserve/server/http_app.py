@@ -3,7 +3,8 @@
 Routes: ``POST /post`` (endpoint from the body's ``execEndpoint``, default ``/``),
 ``POST /encode``, ``POST /rank``, ``POST /v1/embeddings`` (OpenAI), ``GET /openapi.json``
 (clip-client reads it to pick ``/encode``), ``GET /health``, ``/healthz``, ``/readyz``,
-``GET /metrics`` (Prometheus) and the WebSocket at ``/``.
+``GET /metrics`` (Prometheus) and the WebSocket at ``/``; the web page at ``GET /`` and the
+JavaScript client at ``/static/clipserve.js`` (``clipserve.web``).
 
 Bodies are JSON (jina's shape, see ``clipserve.wire.json_codec``) or, with
 ``Content-Type: application/x-protobuf``, a serialized ``DataRequestProto``; the reply is
@@ -31,14 +32,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clipserve.errors import ClipServeError, InputRefusedError
+from clipserve.engine.metrics import Metrics
+from clipserve.errors import ClipServeError
 from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher, parse_request
-from clipserve.server.errors_map import http_error_body, http_status
+from clipserve.server.errors_map import BodyTooLargeError, http_error_body, http_status
+from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
+from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
+from clipserve.web import STATIC_PREFIX, web_routes
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.json_codec import loads, request_from_json, request_to_json
-from clipserve.wire.messages import endpoint_of
+from clipserve.wire.messages import OPENAI_ENDPOINT, endpoint_of
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
@@ -47,10 +52,6 @@ _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 #: bodies larger than this are parsed in a worker thread, off the event loop
 _THREAD_PARSE_BYTES = 512 * 1024
-
-
-class BodyTooLargeError(InputRefusedError):
-    """The request body is above the configured limit."""
 
 
 class ClientDisconnectedError(Exception):
@@ -62,12 +63,14 @@ class HttpState:
     """What the routes need; ``ready`` turns False while the server drains."""
 
     dispatcher: Dispatcher
-    service: Any
+    service: EmbeddingService
     auth: TokenAuth
-    metrics: Any
+    metrics: Metrics
     max_body_bytes: int
     serve_http: bool = True
     serve_websocket: bool = True
+    #: the web page at ``/`` (the client module at ``/static/clipserve.js`` is always served)
+    serve_ui: bool = True
     max_inflight: int = 64
     ready: bool = True
     sessions: WebSocketSessions = field(init=False)
@@ -90,15 +93,16 @@ def build_app(
             Route("/post", _data_route(state, None), methods=["POST"]),
             Route("/encode", _data_route(state, "/encode"), methods=["POST"]),
             Route("/rank", _data_route(state, "/rank"), methods=["POST"]),
-            Route("/v1/embeddings", _openai_route(state), methods=["POST"]),
+            Route(OPENAI_ENDPOINT, _openai_route(state), methods=["POST"]),
             Route("/metrics", _metrics_route(state), methods=["GET"]),
         ]
         routes += [
             Route(path, _health_route(state, path), methods=["GET"]) for path in HEALTH_PATHS
         ]
+        routes += web_routes(_page_facts(state), page=state.serve_ui)
     if state.serve_websocket:
         routes.append(WebSocketRoute("/", state.sessions.serve))
-    open_paths = {"/openapi.json"}
+    open_paths = {"/openapi.json", *WEB_OPEN_PATHS}
     if open_health:
         open_paths.update(HEALTH_PATHS)
     if open_metrics:
@@ -113,7 +117,11 @@ def build_app(
                 allow_headers=["*"],
             )
         )
-    middleware.append(Middleware(_AuthMiddleware, auth=state.auth, open_paths=open_paths))
+    middleware.append(
+        Middleware(
+            _AuthMiddleware, auth=state.auth, open_paths=open_paths, open_prefix=STATIC_PREFIX
+        )
+    )
     handlers = {404: _not_found, 405: _not_found}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
 
@@ -188,7 +196,11 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
             body = loads(await _read_body(request, state.max_body_bytes))
-            reply = await _unless_disconnected(request, state.service.embed_openai(body))
+        except Exception as exc:
+            state.dispatcher.rejected("http", exc, OPENAI_ENDPOINT)
+            return _error_response(exc)
+        try:
+            reply = await _unless_disconnected(request, state.dispatcher.answer_openai(body))
         except ClientDisconnectedError:
             return Response(status_code=499)
         except Exception as exc:
@@ -196,6 +208,12 @@ def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
         return JSONResponse(reply)
 
     return route
+
+
+def _page_facts(state: HttpState) -> dict[str, Any]:
+    """What the web page must know before it has a token."""
+    protocols = [name for name, on in (("http", True), ("websocket", state.serve_websocket)) if on]
+    return {"auth_required": state.auth.enabled, "protocols": protocols}
 
 
 def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
@@ -285,21 +303,26 @@ async def _disconnected(request: Request) -> None:
 def _error_response(exc: Exception) -> Response:
     if not isinstance(exc, ClipServeError):
         log.exception("HTTP request failed")
-    status = 413 if isinstance(exc, BodyTooLargeError) else http_status(exc)
-    return JSONResponse(http_error_body(exc), status_code=status)
+    return JSONResponse(http_error_body(exc), status_code=http_status(exc))
 
 
 class _AuthMiddleware:
     """401 for HTTP requests without the right ``Authorization`` header (WebSocket
     connections are checked by the WebSocket handler, which also takes a first frame)."""
 
-    def __init__(self, app: ASGIApp, auth: TokenAuth, open_paths: set[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, auth: TokenAuth, open_paths: set[str], open_prefix: str
+    ) -> None:
         self.app = app
         self.auth = auth
         self.open_paths = open_paths
+        self.open_prefix = open_prefix
+
+    def _is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.auth.enabled and scope["path"] not in self.open_paths:
+        if scope["type"] == "http" and self.auth.enabled and not self._is_open(scope["path"]):
             credential = None
             for key, value in scope.get("headers", ()):
                 if key == b"authorization":

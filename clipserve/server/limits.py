@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MiB = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -20,7 +22,7 @@ class Limits:
 
     max_docs_per_request: int = 2048
     max_text_chars: int = 20_000
-    max_image_bytes: int = 16 * 1024 * 1024
+    max_image_bytes: int = 16 * MiB
 
     def __post_init__(self) -> None:
         for name in ("max_docs_per_request", "max_text_chars", "max_image_bytes"):

@@ -1,4 +1,5 @@
-"""OpenAI-compatible ``POST /v1/embeddings`` on top of :class:`EmbeddingService`.
+"""OpenAI-compatible ``POST /v1/embeddings`` on top of :class:`EmbeddingService`'s public
+surface (the ``Dispatcher`` runs and counts it like every other request).
 
 Body: ``{"input": str | list[str], "model": str, "encoding_format": "float" | "base64",
 "modality": "text" | "image"}`` (``modality`` as infinity has it; images are data URIs or
@@ -10,16 +11,16 @@ tokenizer counts).
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from clipserve.engine import TextItem
+from clipserve.engine import ImageItem
 from clipserve.errors import ClipServeError, InvalidInputError
-
-if TYPE_CHECKING:
-    from clipserve.server.service import EmbeddingService, Prepared
+from clipserve.server.service import EmbeddingService
+from clipserve.wire.data_uri import is_data_uri
 
 ENCODING_FORMATS = ("float", "base64")
 MODALITIES = ("text", "image")
@@ -32,7 +33,7 @@ async def embed(service: EmbeddingService, body: Any) -> dict[str, Any]:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidInputError(f"'model' must be a string, got {model!r}")
-    service._check_model_name(model)
+    service.check_model_name(model)
     encoding = body.get("encoding_format") or "float"
     if encoding not in ENCODING_FORMATS:
         raise InvalidInputError(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
@@ -44,11 +45,10 @@ async def embed(service: EmbeddingService, body: Any) -> dict[str, Any]:
         raise InvalidInputError(f"'input' has {len(inputs)} items, above the limit of {limit}")
 
     if modality == "text":
-        max_chars = service.limits.max_text_chars
-        prepared: list[Prepared] = [TextItem(text[:max_chars]) for text in inputs]
+        outcomes = await service.encode_texts(inputs)
     else:
-        prepared = [await _image(service, value) for value in inputs]
-    outcomes, _ = await service._encode(prepared)
+        images = await asyncio.gather(*(_image(service, value) for value in inputs))
+        outcomes = await service.encode_images(images)
     data = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, InvalidInputError):
@@ -85,7 +85,7 @@ def _inputs(value: Any) -> list[str]:
     return value
 
 
-async def _image(service: EmbeddingService, value: str) -> Prepared:
-    if value.startswith("data:") or value.partition("://")[0].lower() in ("http", "https"):
-        return await service._image_from_uri(value)
+async def _image(service: EmbeddingService, value: str) -> ImageItem | ClipServeError:
+    if is_data_uri(value) or value.partition("://")[0].lower() in ("http", "https"):
+        return await service.resolve_uri(value)
     return InvalidInputError("image inputs must be data URIs (data:image/...;base64,...) or URLs")

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
+from clipserve.server.limits import Limits
+from clipserve.server.uri_fetch import UriPolicy
 
 T = TypeVar("T")
 
@@ -66,9 +68,7 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-def limits_from(value: Any) -> Any:
-    from clipserve.server.limits import Limits
-
+def limits_from(value: Limits | Mapping[str, Any] | None) -> Limits | None:
     if value is None or isinstance(value, Limits):
         return value
     if isinstance(value, Mapping):
@@ -76,11 +76,11 @@ def limits_from(value: Any) -> Any:
     raise ValueError(f"limits must be a mapping of Limits fields, got {value!r}")
 
 
-def uri_policy_from(value: Any) -> Any:
-    if value is None or not isinstance(value, Mapping):
+def uri_policy_from(value: UriPolicy | Mapping[str, Any] | None) -> UriPolicy | None:
+    if value is None or isinstance(value, UriPolicy):
         return value
-    from clipserve.server.uri_fetch import UriPolicy
-
+    if not isinstance(value, Mapping):
+        raise ValueError(f"uri_policy must be a mapping of UriPolicy fields, got {value!r}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
     return UriPolicy(**fields)
 

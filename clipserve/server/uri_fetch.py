@@ -30,8 +30,6 @@ too large, too slow) raise ``InvalidInputError``. Messages name the URI and the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -41,8 +39,10 @@ from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 import httpx
 
 from clipserve.errors import InputRefusedError, InvalidInputError
+from clipserve.server.limits import MiB
+from clipserve.wire.data_uri import decode_data_uri
+from clipserve.wire.data_uri import shorten_uri as describe
 
-MiB = 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -63,11 +63,6 @@ class UriPolicy:
     file_roots: tuple[str, ...] = ()
 
 
-def describe(uri: str, limit: int = 120) -> str:
-    """The URI as it appears in error messages (long data: URIs are cut)."""
-    return repr(uri if len(uri) <= limit else uri[:limit] + "...")
-
-
 async def fetch_uri(uri: str, policy: UriPolicy) -> bytes:
     """The bytes ``uri`` names, if ``policy`` allows reading them."""
     if not isinstance(uri, str) or not uri.strip():
@@ -75,7 +70,7 @@ async def fetch_uri(uri: str, policy: UriPolicy) -> bytes:
     uri = uri.strip()
     scheme = _scheme_of(uri)
     if scheme == "data":
-        return _decode_data_uri(uri, policy.max_bytes)
+        return decode_data_uri(uri, policy.max_bytes).data
     if scheme in ("", "file"):
         return await _read_file(uri, policy)
     if not policy.enabled:
@@ -98,27 +93,6 @@ def _scheme_of(uri: str) -> str:
         return urlsplit(uri).scheme.lower()
     except ValueError as exc:
         raise InvalidInputError(f"uri {describe(uri)}: malformed URI ({exc})") from exc
-
-
-# --- data: URIs -------------------------------------------------------------------------
-
-
-def _decode_data_uri(uri: str, max_bytes: int) -> bytes:
-    header, comma, payload = uri[5:].partition(",")
-    if not comma:
-        raise InvalidInputError(f"uri {describe(uri)}: data URI has no ',' before its payload")
-    if len(payload) > max_bytes * 2 + 16:  # cheap early bound before decoding
-        raise InvalidInputError(f"uri {describe(uri)}: data URI larger than {max_bytes} bytes")
-    if header.lower().endswith(";base64"):
-        try:
-            data = base64.b64decode("".join(payload.split()), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidInputError(f"uri {describe(uri)}: invalid base64 ({exc})") from exc
-    else:
-        data = unquote_to_bytes(payload)
-    if len(data) > max_bytes:
-        raise InvalidInputError(f"uri {describe(uri)}: data URI larger than {max_bytes} bytes")
-    return data
 
 
 # --- local files ------------------------------------------------------------------------

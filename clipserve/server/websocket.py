@@ -7,6 +7,7 @@ input: the server sends the remaining replies, then closes with 1000.
 Authentication (when a token is configured): the ``Authorization`` header on the upgrade
 request, or else a first *text* frame ``{"authorization": "<token>"}`` (browsers cannot
 set headers). A wrong or missing credential closes with 1008 before anything is read.
+Without a configured token, such a first frame is ignored (a client cannot tell in advance).
 Request-level errors, overload included, are ERROR replies (``errors_map``).
 """
 
@@ -20,11 +21,10 @@ import weakref
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from clipserve.errors import AuthenticationError, InvalidInputError, ServerUnavailableError
+from clipserve.errors import AuthenticationError, ClipServeError
 from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher, error_reply, parse_request
+from clipserve.server.dispatch import Dispatcher
 from clipserve.server.errors_map import (
-    WS_IN_BAND,
     WS_NORMAL,
     WS_UNSUPPORTED_DATA,
     public_message,
@@ -77,11 +77,16 @@ class _Session:
         try:
             if not await self._authenticate():
                 return
+            first = not self.owner.auth.enabled
             while not self.closed:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")
+                if data is None and first and _is_auth_frame(message.get("text")):
+                    first = False  # a token this server does not need: harmless
+                    continue
+                first = False
                 if data is None:
                     await self.close(WS_UNSUPPORTED_DATA, "text frames are not requests")
                     break
@@ -122,31 +127,13 @@ class _Session:
 
     async def _answer(self, data: bytes) -> None:
         try:
-            reply = await self._reply_for(data)
-            if reply is not None:
-                await self.send(reply)
-        except ServerUnavailableError as exc:
+            await self.send(await self.owner.dispatcher.reply_for(data, "websocket"))
+        except Exception as exc:  # not answered in band: the connection ends (errors_map)
+            if not isinstance(exc, ClipServeError):
+                log.exception("WebSocket request failed")
             await self.close(ws_close_code(exc), public_message(exc))
-        except Exception:
-            log.exception("WebSocket request failed")
-            await self.close(1011, "internal server error")
         finally:
             self.slots.release()
-
-    async def _reply_for(self, data: bytes) -> DataRequestProto | None:
-        try:
-            request = parse_request(data)
-        except InvalidInputError as exc:
-            self.owner.dispatcher.rejected("websocket", exc)
-            request_id = getattr(exc, "request_id", None)
-            if request_id is None:
-                await self.close(ws_close_code(exc), public_message(exc))
-                return None
-            return error_reply(request_id, exc)
-        try:
-            return await self.owner.dispatcher.answer(request, "websocket")
-        except WS_IN_BAND as exc:
-            return error_reply(request, exc)
 
     async def send(self, reply: DataRequestProto) -> None:
         payload = reply.SerializeToString()
@@ -179,6 +166,14 @@ class _Session:
         except TimeoutError:
             pass
         await self.close(1001, "server shutting down")
+
+
+def _is_auth_frame(text: str | None) -> bool:
+    try:
+        value = json.loads(text or "")
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and {key.lower() for key in value} == {"authorization"}
 
 
 def _token_from_frame(text: str | None) -> str | None:

@@ -19,7 +19,11 @@ from clipserve.wire.clipserve_wire_pb2 import (
 
 DocKind = Literal["text", "image", "empty"]
 
-ENDPOINTS = ("/encode", "/rank", "/", "/index", "/search")
+#: the endpoints a clipserve server answers (``exec_endpoint`` without a ``/<model>`` suffix;
+#: ``/`` is what clip-client's ``profile()`` calls)
+ENDPOINTS = ("/encode", "/rank", "/")
+#: the OpenAI-compatible HTTP route; the request metrics label it like an endpoint
+OPENAI_ENDPOINT = "/v1/embeddings"
 
 
 def doc_kind(doc: DocumentProto) -> DocKind:

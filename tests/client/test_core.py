@@ -15,6 +15,7 @@ from clipserve.client.core import (
     reply_failures,
 )
 from clipserve.client.jsonreply import reply_from_json, request_to_json_body
+from clipserve.client.retry import RetryPolicy
 from clipserve.errors import InvalidInputError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.messages import set_error
@@ -135,3 +136,11 @@ def test_json_body_and_reply() -> None:
     route = reply.routes[0]
     assert route.end_time.ToNanoseconds() - route.start_time.ToNanoseconds() == 5_000_000
     assert reply.data.docs.docs[0].matches[0].scores["clip_score"].value == 0.5
+
+
+def test_retry_backoff_doubles_with_jitter_up_to_its_cap() -> None:
+    policy = RetryPolicy(retries=3, backoff=0.2, max_backoff=0.5)
+    for attempt, base in ((1, 0.2), (2, 0.4), (3, 0.5), (4, 0.5)):
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(0.75 * base <= delay <= 1.25 * base for delay in delays), (attempt, delays)
+        assert max(delays) - min(delays) > 0.1 * base  # jittered, not one fixed value

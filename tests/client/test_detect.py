@@ -11,7 +11,7 @@ from PIL import Image
 
 from clipserve.client.client import credential_token
 from clipserve.client.detect import classify_string
-from clipserve.client.inputs import decode_data_uri, fill_from_string, tensor_to_png
+from clipserve.client.inputs import fill_from_string, tensor_to_png
 from clipserve.client.urls import parse_server
 from clipserve.errors import InvalidInputError
 from clipserve.wire.clipserve_wire_pb2 import DocumentProto
@@ -87,11 +87,11 @@ def test_local_file_becomes_blob_with_mime_and_uri(tmp_path) -> None:
 
 def test_data_uri_and_url_loading() -> None:
     payload = b"\x89PNG\r\n\x1a\nrest"
-    uri = "data:image/png;base64," + base64.b64encode(payload).decode()
-    assert decode_data_uri(uri) == ("image/png", payload)
-    assert decode_data_uri("data:,hello%20there") == ("text/plain", b"hello there")
+    doc = DocumentProto()
+    fill_from_string("data:image/png;base64," + base64.b64encode(payload).decode(), doc, [])
+    assert (doc.blob, doc.mime_type, doc.uri) == (payload, "image/png", "")
     with pytest.raises(InvalidInputError, match="base64"):
-        decode_data_uri("data:image/png;base64,@@@")
+        fill_from_string("data:image/png;base64,@@@", DocumentProto(), [])
     pending: list = []
     doc = DocumentProto()
     fill_from_string("https://host/img?id=3", doc, pending)

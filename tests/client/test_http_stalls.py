@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -71,20 +69,6 @@ def test_kill_and_restart_with_more_batches_in_flight_than_connections(
     """The user's view: ``prefetch`` per call above the client's (its pool size). Before the
     fix every retry after the restart timed out on a pool full of leaked slots."""
     texts = [f"text number {i}" for i in range(600)]
-    restarted = threading.Event()
-
-    def restart_later() -> None:
-        time.sleep(1.0)  # several attempts fail meanwhile
-        server_process.start()
-        restarted.set()
-
-    def items() -> Iterator[str]:
-        for i, text in enumerate(texts):
-            if i == 200:
-                server_process.kill()
-                threading.Thread(target=restart_later, daemon=True).start()
-            yield text
-
     client = Client(
         server_process.url("http"),
         prefetch=2,
@@ -94,8 +78,8 @@ def test_kill_and_restart_with_more_batches_in_flight_than_connections(
         timeout=3,
     )
     with client:
-        out = client.encode(items(), batch_size=10, prefetch=8)
-    assert restarted.is_set() and server_process.starts == 2
+        out = client.encode(server_process.killed_at(texts, 200), batch_size=10, prefetch=8)
+    assert server_process.restarted.is_set() and server_process.starts == 2
     np.testing.assert_array_equal(out, HashModel().encode_texts(texts))
 
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,20 +16,8 @@ from clipserve.models.hashing import HashModel
 @pytest.mark.parametrize("scheme", ["grpc", "http", "ws"])
 def test_kill_and_restart_mid_stream_loses_and_duplicates_nothing(server_process, scheme) -> None:
     texts = [f"text number {i}" for i in range(2000)]
-    restarted = threading.Event()
-
-    def restart_later() -> None:
-        time.sleep(0.8)  # the client sees refused connections meanwhile
-        server_process.start()
-        restarted.set()
-
-    def items() -> Iterator[str]:
-        for i, text in enumerate(texts):
-            if i == 700:  # batches before this one are in flight or answered
-                server_process.kill()
-                threading.Thread(target=restart_later, daemon=True).start()
-            yield text
-
+    # killed at text 700: the batches before it are in flight or answered
+    items = server_process.killed_at(texts, 700)
     # timeout=20: a batch lost for any reason is resent after 20 s, not the default 300 s. The one
     # CI hang seen here (HTTP) was a connection pool filled with slots leaked by cancelled requests,
     # reused by every retry; fixed in the HTTP transport, see tests/client/test_http_stalls.py
@@ -39,9 +25,9 @@ def test_kill_and_restart_mid_stream_loses_and_duplicates_nothing(server_process
         server_process.url(scheme), retries=8, retry_backoff=0.2, connect_timeout=2, timeout=20
     )
     replies: list[list[str]] = []
-    out = client.encode(items(), batch_size=10, prefetch=8)
+    out = client.encode(items, batch_size=10, prefetch=8)
     client.close()
-    assert restarted.is_set() and server_process.starts == 2
+    assert server_process.restarted.is_set() and server_process.starts == 2
     np.testing.assert_array_equal(out, HashModel().encode_texts(texts))
     with Client(server_process.url(scheme)) as again:  # and the restarted server answers callbacks
         again.encode(texts[:30], batch_size=10, on_done=lambda r: replies.append(r.ids))

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from clipserve.models.base import EmbeddingModel, ImageSource
+from tests.waiting import FAILSAFE_S
 
 BLOCK = "<block>"
 FAIL = "<fail>"
@@ -43,10 +44,10 @@ class WrappedModel(EmbeddingModel):
     def forward_texts(self, tokens: Any) -> np.ndarray:
         texts, inner_tokens = tokens
         if self.barrier is not None:
-            self.barrier.wait(timeout=10)
+            self.barrier.wait(timeout=FAILSAFE_S)
         if BLOCK in texts:
             self.forward_entered.set()
-            if not self.release.wait(timeout=30):
+            if not self.release.wait(timeout=FAILSAFE_S):
                 raise RuntimeError("test gate was never released")
         if FAIL in texts:
             raise RuntimeError("injected failure on the marker text")

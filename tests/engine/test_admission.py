@@ -13,6 +13,7 @@ from clipserve.engine.items import ImageItem, TextItem
 from clipserve.engine.metrics import Metrics
 from clipserve.errors import OverloadedError, ServerUnavailableError
 from tests.engine.helpers import BLOCK, WrappedModel
+from tests.waiting import FAILSAFE_S, eventually
 
 
 def texts(*values: str) -> list[TextItem]:
@@ -28,22 +29,22 @@ async def blocked_engine(
     )
     await engine.start()
     first = asyncio.create_task(engine.encode(texts(BLOCK, "x", "y")))
-    await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+    assert await asyncio.to_thread(wrapped.forward_entered.wait, FAILSAFE_S)
     return engine, first
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+def waiting_items(engine: Engine, modality: str = "text", count: int = 0):
+    """A condition for ``eventually``: ``count`` items of calls wait for room."""
+    return lambda: engine._admission.waiting[modality] == count
 
 
 async def big_then_small(engine: Engine) -> tuple[asyncio.Task, asyncio.Task]:
     """Behind the blocked 3: a call of 3 texts that must wait, then one of 1 text that would
     fit (3 + 1 = 4) but has to queue behind it."""
     big = asyncio.create_task(engine.encode(texts("big 1", "big 2", "big 3")))
-    await settle()
+    await eventually(waiting_items(engine, count=3), "the big call waits")
     small = asyncio.create_task(engine.encode(texts("small")))
-    await settle()
+    await eventually(waiting_items(engine, count=4), "the small call queues behind it")
     return big, small
 
 
@@ -56,7 +57,7 @@ async def test_a_call_that_does_not_fit_waits_for_room(
 ) -> None:
     engine, first = await blocked_engine(wrapped, wait_s=30, metrics=metrics)
     second = asyncio.create_task(engine.encode(texts("a", "b")))  # 3 + 2 > 4
-    await asyncio.sleep(0.1)
+    await eventually(waiting_items(engine, count=2), "the second call waits")
     assert not second.done()
     assert engine._admission.waiting["text"] == 2
     assert waiting_gauge(metrics, "text") == 2
@@ -89,7 +90,7 @@ async def test_waiting_calls_go_first_come_first_served_per_modality(
     engine, first = await blocked_engine(wrapped, wait_s=30)
     big, small = await big_then_small(engine)
     image = asyncio.create_task(engine.encode([ImageItem(skimage_data.camera())]))
-    await settle()
+    await eventually(lambda: engine._admission.outstanding["image"] == 1, "the image is in")
     assert not big.done() and not small.done()
     assert engine._admission.waiting == {"text": 4, "image": 0}
     assert engine._admission.outstanding == {"text": 3, "image": 1}  # images have room
@@ -107,8 +108,7 @@ async def test_a_caller_leaving_while_waiting_lets_the_next_one_in(
     big.cancel()
     with pytest.raises(asyncio.CancelledError):
         await big
-    await settle()
-    assert engine._admission.waiting["text"] == 0
+    await eventually(waiting_items(engine, count=0), "nobody waits any more")
     assert engine._admission.outstanding["text"] == 4  # small was let in: 3 + 1 fits
     wrapped.release.set()
     await asyncio.gather(first, small)
@@ -120,7 +120,7 @@ async def test_a_caller_leaving_while_waiting_lets_the_next_one_in(
 async def test_the_waiting_room_is_bounded(wrapped: WrappedModel) -> None:
     engine, first = await blocked_engine(wrapped, wait_s=30)
     waiting = asyncio.create_task(engine.encode(texts("w1", "w2", "w3", "w4")))
-    await settle()
+    await eventually(waiting_items(engine, count=4), "four items wait")
     with pytest.raises(OverloadedError, match=r"text queue is full \(3 of 4 .* 4 waiting\)"):
         await engine.encode(texts("one more"))
     with pytest.raises(OverloadedError, match="more than the queue holds"):
@@ -133,7 +133,7 @@ async def test_the_waiting_room_is_bounded(wrapped: WrappedModel) -> None:
 async def test_stop_refuses_calls_still_waiting(wrapped: WrappedModel) -> None:
     engine, first = await blocked_engine(wrapped, wait_s=30)
     waiting = asyncio.create_task(engine.encode(texts("a", "b")))
-    await settle()
+    await eventually(waiting_items(engine, count=2), "two items wait")
     stopping = asyncio.create_task(engine.stop(drain_timeout=0.05))
     with pytest.raises(ServerUnavailableError, match="stopping"):
         await waiting

@@ -18,6 +18,7 @@ from clipserve.errors import (
 )
 from clipserve.models.base import EmbeddingModel
 from tests.engine.helpers import BLOCK, FAIL, WrappedModel
+from tests.waiting import FAILSAFE_S, eventually
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -106,10 +107,10 @@ async def test_output_count_is_checked(hash_model: EmbeddingModel) -> None:
 async def test_the_next_batch_is_prepared_while_the_model_runs(wrapped: WrappedModel) -> None:
     async with Engine(wrapped, max_batch_size=1) as engine:
         first = asyncio.create_task(engine.encode([TextItem(BLOCK)]))
-        await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+        assert await asyncio.to_thread(wrapped.forward_entered.wait, FAILSAFE_S)
         wrapped.prepared.clear()
         second = asyncio.create_task(engine.encode([TextItem("next")]))
-        assert await asyncio.to_thread(wrapped.prepared.wait, 10)  # forward still blocked
+        assert await asyncio.to_thread(wrapped.prepared.wait, FAILSAFE_S)  # forward still blocked
         assert not first.done() and wrapped.prepared_texts == [BLOCK, "next"]
         wrapped.release.set()
         await asyncio.gather(first, second)
@@ -120,13 +121,13 @@ async def test_a_cancelled_caller_is_dropped_before_compute(
 ) -> None:
     async with Engine(wrapped, max_batch_size=1, metrics=metrics) as engine:
         blocked = asyncio.create_task(engine.encode([TextItem(BLOCK)]))
-        await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+        assert await asyncio.to_thread(wrapped.forward_entered.wait, FAILSAFE_S)
         wrapped.prepared.clear()
         waiting = asyncio.create_task(engine.encode([TextItem("waits for the model")]))
-        await asyncio.to_thread(wrapped.prepared.wait, 10)  # holds the second pipeline slot
+        # the second call holds the second pipeline slot
+        assert await asyncio.to_thread(wrapped.prepared.wait, FAILSAFE_S)
         leaving = asyncio.create_task(engine.encode([TextItem("caller leaves")]))
-        await asyncio.sleep(0)  # let it queue
-        assert len(engine._queues["text"]) == 1
+        await eventually(lambda: len(engine._queues["text"]) == 1, "its item is queued")
         leaving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leaving
@@ -142,7 +143,7 @@ async def test_a_cancelled_caller_is_dropped_before_compute(
 async def test_a_full_queue_refuses_the_whole_call(wrapped: WrappedModel) -> None:
     async with Engine(wrapped, max_queue_items=4) as engine:
         first = asyncio.create_task(engine.encode([TextItem(BLOCK), TextItem("x"), TextItem("y")]))
-        await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+        assert await asyncio.to_thread(wrapped.forward_entered.wait, FAILSAFE_S)
         with pytest.raises(OverloadedError, match="queue is full"):
             await engine.encode([TextItem("a"), TextItem("b")])
         # images have their own queue: accepted (it waits for the busy model like the rest)
@@ -183,7 +184,7 @@ async def test_stop_drains_queued_work_then_refuses(hash_model: EmbeddingModel) 
     engine = Engine(hash_model, max_batch_size=4)
     await engine.start()
     pending = asyncio.create_task(engine.encode([TextItem(f"t{i}") for i in range(40)]))
-    await asyncio.sleep(0)  # let it queue
+    await asyncio.sleep(0)  # one turn of the loop (no clock): the call is queued, not yet run
     await asyncio.gather(engine.stop(drain_timeout=30), engine.stop(drain_timeout=30))
     assert all(isinstance(o, np.ndarray) for o in pending.result())
     with pytest.raises(ServerUnavailableError, match="stopped"):
@@ -194,7 +195,7 @@ async def test_stop_answers_what_it_cannot_finish(wrapped: WrappedModel) -> None
     engine = Engine(wrapped, max_batch_size=1)
     await engine.start()
     blocked = asyncio.create_task(engine.encode([TextItem(BLOCK), TextItem("queued")]))
-    await asyncio.to_thread(wrapped.forward_entered.wait, 10)
+    assert await asyncio.to_thread(wrapped.forward_entered.wait, FAILSAFE_S)
     await engine.stop(drain_timeout=0.05)
     wrapped.release.set()
     outcomes = await blocked

@@ -14,6 +14,7 @@ from clipserve.engine import Engine, ImageItem, Metrics, TextItem
 from clipserve.models.base import EmbeddingModel
 from tests.engine.helpers import BLOCK, WrappedModel
 from tests.engine.test_engine import sample
+from tests.waiting import FAILSAFE_S, eventually
 
 
 class BatchRecorder(WrappedModel):
@@ -79,10 +80,9 @@ async def test_a_caller_leaving_mid_call_drops_its_unstarted_batches(
     texts = [BLOCK, "a1", "a2", "a3", "a4"]
     async with Engine(model, max_batch_size=2, max_queue_items=5, metrics=metrics) as engine:
         call = asyncio.create_task(engine.encode([TextItem(t) for t in texts]))
-        await asyncio.to_thread(model.forward_entered.wait, 10)  # [BLOCK, a1] runs
-        async with asyncio.timeout(10):
-            while "a3" not in model.prepared_texts:  # [a2, a3] is ready, waiting for the model
-                await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(model.forward_entered.wait, FAILSAFE_S)  # [BLOCK, a1] runs
+        # [a2, a3] is ready, waiting for the model
+        await eventually(lambda: "a3" in model.prepared_texts, "[a2, a3] is prepared")
         assert len(engine._queues["text"]) == 1  # a4 is still queued
         call.cancel()
         await asyncio.gather(call, return_exceptions=True)

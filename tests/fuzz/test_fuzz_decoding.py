@@ -11,7 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -87,18 +87,36 @@ def _use(request: DataRequestProto) -> None:
         request_to_json(request)
 
 
-def _decode_json(body: bytes) -> None:
+#: how each front-end parses a body, and the one error that parse may raise (the
+#: front-ends map exactly it to an ERROR reply / INVALID_ARGUMENT / 400)
+_PARSERS: dict[str, tuple[Callable[[bytes], DataRequestProto], type[Exception]]] = {
+    "json": (lambda body: request_from_json(loads(body)), InvalidInputError),
+    "protobuf": (DataRequestProto.FromString, DecodeError),
+}
+
+
+def _decode(body: bytes, form: str) -> None:
+    parse, refusal = _PARSERS[form]
     try:
-        request = request_from_json(loads(body))
-    except InvalidInputError:
+        request = parse(body)
+    except refusal:
         return
     _use(request)
 
 
+def _decode_json(body: bytes) -> None:
+    _decode(body, "json")
+
+
+def _decode_proto(body: bytes) -> None:
+    _decode(body, "protobuf")
+
+
+@pytest.mark.parametrize("form", sorted(_PARSERS))
 @FUZZ
-@given(st.binary(max_size=512))
-def test_json_path_on_arbitrary_bytes(body: bytes) -> None:
-    _decode_json(body)
+@given(body=st.binary(max_size=512))
+def test_either_path_on_arbitrary_bytes(form: str, body: bytes) -> None:
+    _decode(body, form)
 
 
 @FUZZ
@@ -135,20 +153,6 @@ def test_json_path_on_mutated_bodies(body: dict[str, Any], data: st.DataObject) 
         else:
             raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
     _decode_json(bytes(raw))
-
-
-def _decode_proto(body: bytes) -> None:
-    try:
-        request = DataRequestProto.FromString(body)
-    except DecodeError:
-        return  # the front-ends map exactly this to INVALID_ARGUMENT / 400
-    _use(request)
-
-
-@FUZZ
-@given(st.binary(max_size=512))
-def test_protobuf_path_on_arbitrary_bytes(body: bytes) -> None:
-    _decode_proto(body)
 
 
 @FUZZ
@@ -206,7 +210,7 @@ def service_loop() -> Iterator[tuple[asyncio.AbstractEventLoop, Any]]:
     metrics = Metrics(CollectorRegistry())
     engine = Engine(HashModel(), max_wait_ms=0.0, metrics=metrics)
     loop.run_until_complete(engine.start())
-    service = EmbeddingService(engine, model_name="hash", metrics=metrics)
+    service = EmbeddingService(engine, model_name="hash")
     yield loop, service
     loop.run_until_complete(engine.stop(drain_timeout=2.0))
     loop.close()
@@ -234,7 +238,7 @@ def test_service_handles_any_decodable_request(
             return
     count = len(request.data.docs.docs)
     try:
-        reply = loop.run_until_complete(service.handle(request, "fuzz"))
+        reply = loop.run_until_complete(service.handle(request)).reply
     except InvalidInputError:
         return
     assert len(reply.data.docs.docs) == count

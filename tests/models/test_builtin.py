@@ -8,7 +8,6 @@ machine pays for the 1000-class prompt embeddings.
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -127,12 +126,11 @@ def test_text_embeddings_are_deterministic_and_padding_invariant(
     assert tokens.input_ids.shape[1] < 20  # padded to the batch's longest, not a fixed size
 
 
-def test_megabyte_text_is_truncated_fast(builtin_model: BuiltinModel) -> None:
+def test_megabyte_text_is_truncated(builtin_model: BuiltinModel) -> None:
+    """(How long it takes: benchmarks/bench_responsiveness.py.)"""
     head = "a photo of a cat sitting on a mat. " * 20
     huge = head + "lorem ipsum " * 90_000  # > 1 MB
-    started = time.perf_counter()
     vectors = builtin_model.encode_texts([huge, "short"])
-    assert time.perf_counter() - started < 5.0
     tokens = builtin_model.prepare_texts([huge])
     assert tokens.input_ids.shape[1] == 256
     # truncation keeps the start: same vector as the first 256 tokens' worth of text
@@ -185,12 +183,10 @@ def test_second_start_reuses_the_class_cache(builtin_model: BuiltinModel) -> Non
     cache_file = builtin_model.class_cache_file
     assert cache_file.is_file()
     written = cache_file.stat().st_mtime_ns
-    started = time.perf_counter()
     second = BuiltinModel(cache_dir=builtin_model.cache_dir)
     assert second.class_cache_hit
     assert second.class_cache_file == cache_file
     assert cache_file.stat().st_mtime_ns == written  # read, not rewritten
-    assert time.perf_counter() - started < 60.0
     np.testing.assert_array_equal(
         second.encode_texts(["a rocket"]), builtin_model.encode_texts(["a rocket"])
     )

@@ -17,11 +17,11 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from clipserve.server.limits import MiB
 from clipserve.wire import GRPC_METHOD, WS_END_OF_INPUT, WS_SUBPROTOCOL, DataRequestProto
 from clipserve.wire.json_codec import request_to_json
 from clipserve.wire.ndarray import read_ndarray
 
-MiB = 1024 * 1024
 #: how each test talks to the server: raw gRPC stream, HTTP with a JSON or protobuf body,
 #: WebSocket binary frames
 PROTOCOLS = ("grpc", "http-json", "http-proto", "websocket")

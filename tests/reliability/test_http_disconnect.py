@@ -2,14 +2,14 @@
 
 Starlette does not cancel a handler when its client goes away; ``http_app`` watches the ASGI
 receive channel for ``http.disconnect`` and cancels the request. Raw sockets on 127.0.0.1
-send real requests to a real server whose model is slow, then close the connection.
+send real requests to a real server whose model is held at a gate, then close the
+connection once every item of theirs is queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,17 +19,24 @@ from clipserve.engine.metrics import Metrics
 from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire.json_codec import request_to_json
 from tests.reliability.protocols import send
-from tests.reliability.test_faults import GatedModel, sample, texts_request, wait_until
+from tests.reliability.test_faults import GatedModel, engine_of, sample, texts_request
+from tests.waiting import FAILSAFE_S, eventually
 
-ITEMS_PER_REQUEST = 512  # 4 requests x 512 items / 8 per batch x 0.05 s: ~13 s of work
+ITEMS_PER_REQUEST = 512
+REQUESTS = 4
 
 
 @pytest.fixture
-def slow_server() -> Iterator[tuple[RunningServer, Metrics]]:
-    metrics = Metrics(CollectorRegistry())
+def held_server() -> Iterator[tuple[RunningServer, Metrics, GatedModel]]:
+    """The model's gate is closed: the first batch is held, everything else queues."""
+    metrics, model = Metrics(CollectorRegistry()), GatedModel()
     config = loopback_config(max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0)
-    with running_server(config, model=GatedModel(delay_s=0.05), metrics=metrics) as running:
-        yield running, metrics
+    with running_server(config, model=model, metrics=metrics) as running:
+        model.hold()  # after the warm-up pass
+        try:
+            yield running, metrics, model
+        finally:
+            model.gate.set()
 
 
 def _http_request(path: str, body: bytes, content_type: str) -> bytes:
@@ -50,15 +57,18 @@ def _body(kind: str, tag: str) -> tuple[str, bytes, str]:
     return "/post", json.dumps(request_to_json(request)).encode(), "application/json"
 
 
-async def _send_then_vanish(port: int, kind: str, count: int, abort: bool) -> None:
-    """``count`` requests on their own connections; once their work is queued, hang up."""
+async def _send_then_vanish(server: RunningServer, kind: str, abort: bool) -> None:
+    """``REQUESTS`` requests on their own connections; once all their items are admitted
+    by the engine (the model holds the first batch), hang up."""
     writers = []
-    for n in range(count):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    for n in range(REQUESTS):
+        _, writer = await asyncio.open_connection("127.0.0.1", server.http_port)
         writer.write(_http_request(*_body(kind, f"{kind}{n}")))
         await writer.drain()
         writers.append(writer)
-    await asyncio.sleep(0.5)
+    admission = engine_of(server)._admission
+    total = REQUESTS * ITEMS_PER_REQUEST
+    await eventually(lambda: admission.outstanding["text"] == total, "all work is queued")
     for writer in writers:
         if abort:
             writer.transport.abort()  # RST-like: no FIN handshake
@@ -67,29 +77,33 @@ async def _send_then_vanish(port: int, kind: str, count: int, abort: bool) -> No
 
 
 @pytest.mark.parametrize(("kind", "abort"), [("json", False), ("proto", True), ("openai", False)])
-async def test_disconnected_http_client_work_is_cancelled(slow_server, kind, abort) -> None:
-    server, metrics = slow_server
-    await _send_then_vanish(server.http_port, kind, count=4, abort=abort)
+async def test_disconnected_http_client_work_is_cancelled(held_server, kind, abort) -> None:
+    server, metrics, model = held_server
+    forwards = model.forwards
+    await _send_then_vanish(server, kind, abort=abort)
+    total = REQUESTS * ITEMS_PER_REQUEST
+    # nothing was answered while the model was held: every item is cancelled, at once
+    await eventually(
+        lambda: sample(metrics.items, outcome="cancelled") == total, "all work is cancelled"
+    )
+    assert not engine_of(server)._admission.busy
+    model.gate.set()
+    await eventually(lambda: sample(metrics.queue_depth) == 0, "the queue is dropped")
+    answer = await send(server, "http-json", texts_request("after", 2))  # the server goes on
+    assert not answer.failed, answer.message
+    assert sample(metrics.items, outcome="ok") == 2
+    # only the batches already in the pipeline (replicas + 1 = 2) ran, plus "after"
+    assert model.forwards - forwards <= 3
 
-    def queue_empty() -> bool:
-        return sample(metrics.queue_depth) == 0 and sample(metrics.items, outcome="cancelled") > 0
 
-    await wait_until(queue_empty, 5.0, "the queue should empty after the clients left")
-    cancelled = sample(metrics.items, outcome="cancelled")
-    done = sample(metrics.items, outcome="ok") + cancelled
-    assert cancelled > 1000, f"only {cancelled:.0f} of 2048 items were cancelled"
-    assert done <= 4 * ITEMS_PER_REQUEST
-    started = time.monotonic()  # the server is free again: a new request is answered fast
-    answer = await send(server, "http-json", texts_request("after", 2))
-    assert not answer.failed and time.monotonic() - started < 2.0
-
-
-async def test_a_client_that_waits_still_gets_its_reply(slow_server) -> None:
-    """The disconnect watcher must not cut off a client that simply waits for slow work."""
-    server, metrics = slow_server
-    started = time.monotonic()
-    answer = await send(server, "http-proto", texts_request("patient", 64))  # ~0.4 s of work
+async def test_a_client_that_waits_still_gets_its_reply(held_server) -> None:
+    """The disconnect watcher must not cut off a client that simply waits for held work."""
+    server, metrics, model = held_server
+    reply = asyncio.ensure_future(send(server, "http-proto", texts_request("patient", 64)))
+    assert await asyncio.to_thread(model.entered.wait, FAILSAFE_S)  # its work is held
+    assert not reply.done()
+    model.gate.set()
+    answer = await reply
     assert not answer.failed, answer.message
     assert [doc_id for doc_id, _ in answer.docs] == [f"patient-{i}" for i in range(64)]
-    assert time.monotonic() - started >= 0.3
     assert sample(metrics.items, outcome="cancelled") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import re
@@ -9,19 +10,22 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from clipserve.cli import build_parser, config_from_args, main
 from clipserve.server.config import ServerConfig, build_config
 from clipserve.server.tls import TlsFiles
+from tests.engine.helpers import png_bytes
 from tests.models.clip_testkit import save_tiny_clip
+from tests.server_process import wait_for_ports
+from tests.waiting import FAILSAFE_S, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "cli-token"
@@ -53,12 +57,11 @@ def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iter
             command, stdout=sink, stderr=subprocess.STDOUT, cwd=REPO, env=environment
         )
     try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists():
-            assert process.poll() is None, f"serve exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"serve did not start:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield Served(process, json.loads(port_file.read_text()), log)
+        try:
+            ports = wait_for_ports(process, port_file)
+        except (RuntimeError, AssertionError) as exc:
+            pytest.fail(f"{exc}:\n{log.read_text()}")
+        yield Served(process, ports, log)
     finally:
         if process.poll() is None:
             process.kill()
@@ -92,22 +95,63 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
     assert "clipserve: stopped" in log
 
 
+@contextmanager
+def held_image_site() -> Iterator[tuple[str, threading.Event, threading.Event]]:
+    """``http://127.0.0.1:<port>/cat.png``: the request sets ``requested``, and the image is
+    sent once ``release`` is set."""
+    requested, release = threading.Event(), threading.Event()
+    image = png_bytes(np.full((32, 32, 3), 200, dtype=np.uint8))
+
+    class Held(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.set()
+            release.wait(FAILSAFE_S)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/cat.png", requested, release
+    finally:
+        release.set()
+        site.shutdown()
+        site.server_close()
+
+
 def test_sigterm_lets_in_flight_requests_finish(tmp_path):
-    # a batch waits 1.5 s to fill, so the request is still in flight when SIGTERM arrives
-    with serve(tmp_path, "--model", "hash", "--grpc-port", "0", "--http-port", "0",
-               "--max-batch-wait-ms", "1500", "--max-batch-size", "64") as served:  # fmt: skip
+    """The request is held inside the server (its image is being fetched) when SIGTERM
+    arrives; the image comes once the server has begun to drain."""
+    config = tmp_path / "clipserve.yaml"
+    config.write_text(
+        "model: hash\nshutdown_grace_s: 60\n"
+        "uri_policy: {enabled: true, allowed_schemes: [http], allow_private: true, timeout_s: 60}\n"
+    )  # generous grace and fetch timeouts: failsafes only
+    with held_image_site() as (image_url, requested, release), serve(
+        tmp_path, "--config", str(config), "--grpc-port", "0", "--http-port", "0"
+    ) as served:
         url = f"http://127.0.0.1:{served.ports['http']}/post"
+        body = {"data": [{"id": "held", "uri": image_url}]}
         result: dict[str, httpx.Response] = {}
         sender = threading.Thread(
-            target=lambda: result.update(r=httpx.post(url, json={"data": ["a", "b"]}, timeout=30))
+            target=lambda: result.update(r=httpx.post(url, json=body, timeout=FAILSAFE_S))
         )
         sender.start()
-        time.sleep(0.5)
-        code = served.terminate()
-        sender.join(timeout=30)
-    assert code == 0
-    assert result["r"].status_code == 200
-    assert len(result["r"].json()["data"]) == 2
+        assert requested.wait(FAILSAFE_S), "the server never fetched the image"
+        served.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "shutting down" in served.log_text(), "serve should begin to drain")
+        release.set()
+        code = served.process.wait(timeout=FAILSAFE_S)
+        sender.join(timeout=FAILSAFE_S)
+    assert code == 0, served.log_text()
+    assert result["r"].status_code == 200, result["r"].text
+    (doc,) = result["r"].json()["data"]
+    assert doc["id"] == "held" and len(doc["embedding"]) == 512
 
 
 def test_models_lists_names_dims_and_local_weights():

@@ -11,17 +11,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clipserve.server.app import RunningServer
+from clipserve.server.limits import MiB
 from clipserve.wire import GRPC_METHOD, DataRequestProto, DocumentProto, StatusProto
 from clipserve.wire.messages import new_request
 from clipserve.wire.ndarray import read_ndarray
+from tests.engine.helpers import BLOCK, WrappedModel
 from tests.server.conftest import (
     filling_request,
     image_request,
     stoppable_server,
     text_request,
 )
-
-MiB = 1024 * 1024
+from tests.waiting import FAILSAFE_S, eventually
 
 
 async def call(
@@ -178,10 +179,13 @@ async def test_builtin_model_over_grpc_matches_in_process(
 
 
 async def test_shutdown_lets_an_open_stream_finish(hash_model):
-    with stoppable_server(hash_model, max_wait_ms=1000, max_batch_size=64) as (server, stopper):
-        pending = asyncio.ensure_future(call(server.grpc_port, [text_request("late", "answered")]))
-        await asyncio.sleep(0.3)  # the request now waits in a batch
-        stopper.start()
+    model = WrappedModel(hash_model)
+    with stoppable_server(model, shutdown_grace_s=60) as (server, stopper):
+        pending = asyncio.ensure_future(call(server.grpc_port, [text_request("late", BLOCK)]))
+        assert await asyncio.to_thread(model.forward_entered.wait, FAILSAFE_S)
+        stopper.start()  # while the request is held in the model
+        await eventually(lambda: not server.server.http_state.ready, "a drain begins")
+        model.release.set()
         replies = await pending
         await asyncio.to_thread(stopper.join, 30)
     assert [r.header.request_id for r in replies] == ["late"]

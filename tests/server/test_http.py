@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -14,9 +13,12 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
+from clipserve.server.app import loopback_config, running_server
 from clipserve.wire import DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
-from tests.server.conftest import CORS_ORIGIN, TIGHT_WAIT_MS, filling_request, text_request
+from tests.engine.helpers import BLOCK, WrappedModel
+from tests.server.conftest import CORS_ORIGIN, text_request
+from tests.waiting import FAILSAFE_S
 
 # The spec's three examples, verbatim apart from the address (the spec leaves it out).
 PROTOBUF_BODY = {"Content-Type": "application/x-protobuf"}
@@ -168,10 +170,18 @@ def test_health_and_readiness(hash_server):
 def test_metrics_count_http_requests(hash_server):
     base = hash_server.urls["http"]
     httpx.post(base + "/post", json={"data": [{"text": "counted"}]})
+    httpx.post(base + "/v1/embeddings", json={"input": ["counted", "too"]})
+    httpx.post(base + "/v1/embeddings", content=b"{not json")
     text = httpx.get(base + "/metrics").text
     assert 'clipserve_requests_total{endpoint="/",protocol="http",status="ok"}' in text
     assert "clipserve_batch_size_bucket" in text
     assert 'clipserve_request_seconds_count{endpoint="/",protocol="http"}' in text
+    # the OpenAI route is counted by the same dispatcher, latency included
+    openai = 'endpoint="/v1/embeddings",protocol="http"'
+    assert f"clipserve_requests_total{{{openai},status=\"ok\"}}" in text
+    assert f"clipserve_requests_total{{{openai},status=\"invalid\"}}" in text
+    assert f"clipserve_documents_total{{{openai},status=\"ok\"}}" in text
+    assert f"clipserve_request_seconds_count{{{openai}}}" in text
 
 
 def test_error_statuses(hash_server, tight_server):
@@ -188,13 +198,24 @@ def test_error_statuses(hash_server, tight_server):
     tight = tight_server.urls["http"]
     too_big = httpx.post(tight + "/post", content=b"x" * (1024 * 1024 + 1))
     assert too_big.status_code == 413
-    fill = filling_request("fill").SerializeToString()
-    with ThreadPoolExecutor(1) as pool:
+    metrics = httpx.get(tight + "/metrics").text  # an oversized body is refused, not an error
+    assert 'clipserve_requests_total{endpoint="/",protocol="http",status="refused"}' in metrics
+
+
+def test_a_full_queue_is_429(hash_model):
+    model = WrappedModel(hash_model)
+    config = loopback_config(max_queue_items=4, max_queue_wait_s=0.0, max_batch_size=64)
+    with running_server(config, model=model) as server, ThreadPoolExecutor(1) as pool:
+        url = server.urls["http"] + "/post"
+        fill = text_request("fill", BLOCK, "fill 1", "fill 2", "fill 3").SerializeToString()
         filling = pool.submit(
-            httpx.post, tight + "/post", content=fill, headers=PROTOBUF_BODY, timeout=30
+            httpx.post, url, content=fill, headers=PROTOBUF_BODY, timeout=FAILSAFE_S
         )
-        time.sleep(TIGHT_WAIT_MS / 3000)  # the first request now holds the queue
-        refused = httpx.post(tight + "/post", json={"data": [{"text": "no room"}]})
+        try:
+            assert model.forward_entered.wait(FAILSAFE_S)  # the queue's 4 items are held
+            refused = httpx.post(url, json={"data": [{"text": "no room"}]})
+        finally:
+            model.release.set()
         assert filling.result().status_code == 200
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "OverloadedError"

@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clipserve.wire import WS_END_OF_INPUT, DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
+from tests.engine.helpers import BLOCK, WrappedModel
 from tests.server.conftest import (
     filling_request,
     image_request,
@@ -19,6 +20,7 @@ from tests.server.conftest import (
     text_request,
     ws_exchange,
 )
+from tests.waiting import FAILSAFE_S, eventually
 
 
 async def test_frames_in_replies_out_then_close_1000(hash_server, hash_model, jpeg_photos):
@@ -102,11 +104,14 @@ async def test_builtin_model_over_websocket_matches_in_process(
 
 
 async def test_shutdown_answers_in_flight_requests_then_closes_1001(hash_model):
-    with stoppable_server(hash_model, max_wait_ms=1000, max_batch_size=64) as (server, stopper):
+    model = WrappedModel(hash_model)
+    with stoppable_server(model, shutdown_grace_s=60) as (server, stopper):
         async with websockets.connect(server.urls["websocket"], subprotocols=["bytes"]) as ws:
-            await ws.send(text_request("late", "still answered").SerializeToString())
-            await asyncio.sleep(0.3)  # the request now waits in a batch
-            stopper.start()
+            await ws.send(text_request("late", BLOCK).SerializeToString())
+            assert await asyncio.to_thread(model.forward_entered.wait, FAILSAFE_S)
+            stopper.start()  # while the request is held in the model
+            await eventually(lambda: not server.server.http_state.ready, "a drain begins")
+            model.release.set()
             reply = DataRequestProto.FromString(await ws.recv())
             with pytest.raises(ConnectionClosed):
                 await ws.recv()

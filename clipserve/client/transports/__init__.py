@@ -4,50 +4,9 @@ replies as they arrive (in any order). Transports translate their library's erro
 
 from __future__ import annotations
 
-import abc
-import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from clipserve.client.transports.base import Transport, TransportOptions
 
-from clipserve.client.urls import ServerAddress
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
-
-
-@dataclass(frozen=True)
-class TransportOptions:
-    address: ServerAddress
-    token: str | None = None
-    connect_timeout: float = 5.0
-    verify: bool | str = True  # False: do not verify TLS; str: CA bundle file
-    prefetch: int = 16
-    http_format: str = "auto"  # "auto" (protobuf with clipserve, else JSON), "json", "protobuf"
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.address.tls:
-            return None
-        if self.verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        if isinstance(self.verify, str):
-            return ssl.create_default_context(cafile=self.verify)
-        return ssl.create_default_context()
-
-
-class Transport(abc.ABC):
-    """Bound to the event loop it was created in."""
-
-    def __init__(self, options: TransportOptions) -> None:
-        self.options = options
-
-    @abc.abstractmethod
-    def stream(self, requests: AsyncIterator[DataRequestProto]) -> AsyncIterator[DataRequestProto]:
-        """Send every request of ``requests`` (then end the input side) while yielding the
-        replies. Raises ``ServerUnavailableError`` etc.; ends when the server ends."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        pass
+__all__ = ["Transport", "TransportOptions", "make_transport"]
 
 
 def make_transport(options: TransportOptions) -> Transport:

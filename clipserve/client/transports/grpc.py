@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from clipserve.client.errors_map import from_grpc
-from clipserve.client.transports import Transport, TransportOptions
+from clipserve.client.transports.base import Transport, TransportOptions
 from clipserve.errors import ServerUnavailableError
 from clipserve.wire import GRPC_METHOD
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto

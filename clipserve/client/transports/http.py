@@ -15,7 +15,7 @@ import httpx
 
 from clipserve.client.errors_map import from_http
 from clipserve.client.jsonreply import reply_from_json, request_to_json_body
-from clipserve.client.transports import Transport, TransportOptions
+from clipserve.client.transports.base import Transport, TransportOptions
 from clipserve.errors import ClientTimeoutError, RemoteError, ServerUnavailableError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.messages import endpoint_of

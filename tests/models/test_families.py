@@ -1,7 +1,8 @@
 """Every dual-encoder family against transformers' own model, on a tiny random checkpoint
 saved to a temp dir and loaded back by path: token ids, text and image embeddings and rank
 scores equal the reference to 1e-4; the onnx backend equals torch to 1e-4 in float32; int8
-and bf16 stay close."""
+and bf16 stay close. Models here preprocess exactly as the reference (``exact_preprocess``);
+the default fast decode of big photos is checked against it at the end."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from PIL import Image
 from skimage import data
 
 from clipserve.models.hf.catalog import FAMILIES
+from clipserve.models.hf.core.images import ImagePreprocessor
 from clipserve.models.hf.core.onnx_model import OnnxDualEncoder
 from clipserve.models.hf.core.spec import Family
 from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import load_model
 from clipserve.models.scoring import SIGMOID
 from tests.models.family_testkit import FAMILY_KEYS, SAVERS
+from tests.photos import encode, source_photos, upscaled
 
 TEXTS = [
     "a photo of a cat",
@@ -90,6 +93,7 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     torch_model = load_model(str(directory))
     onnx_model = load_model(str(directory), backend="onnx", cache_dir=cache_dir)
     assert isinstance(torch_model, TorchDualEncoder) and isinstance(onnx_model, OnnxDualEncoder)
+    torch_model.exact_preprocess = onnx_model.exact_preprocess = True  # the reference's path
     reference = family.model_type_class().from_pretrained(directory).eval()
     return Case(
         family, directory, torch_model, onnx_model, reference,
@@ -214,6 +218,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_int8_stays_close_to_float(case: Case, cache_dir: Path) -> None:
     int8 = load_model(str(case.directory), backend="onnx", cache_dir=cache_dir, precision="int8")
     assert isinstance(int8, OnnxDualEncoder) and int8.precision == "int8"
+    int8.exact_preprocess = True
     assert cosines(case.onnx.encode_texts(TEXTS), int8.encode_texts(TEXTS)).min() >= 0.98
     assert cosines(case.onnx.encode_images(PHOTOS), int8.encode_images(PHOTOS)).min() >= 0.98
     assert int8.score_rule == case.onnx.score_rule
@@ -224,6 +229,22 @@ def test_int8_stays_close_to_float(case: Case, cache_dir: Path) -> None:
 )
 def test_bf16_stays_close_to_float(case: Case) -> None:
     bf16 = load_model(str(case.directory), precision="bf16")
+    bf16.exact_preprocess = True
     assert {parameter.dtype for parameter in bf16.model.parameters()} == {torch.bfloat16}
     assert cosines(case.torch.encode_texts(TEXTS), bf16.encode_texts(TEXTS)).min() >= 0.99
     assert cosines(case.torch.encode_images(PHOTOS), bf16.encode_images(PHOTOS)).min() >= 0.99
+
+
+def test_fast_decode_of_big_photos_stays_close(case: Case) -> None:
+    """The default path decodes big photos reduced (``models.images``): at the family's
+    layout and a real input size (224), the pixels stay within about 1.4 levels of 255 of
+    the full decode on average, as for CLIP in test_fast_decode.py. NaFlex always decodes
+    at full size (its grid follows the photo's aspect ratio)."""
+    data = encode(upscaled(dict(source_photos())["chelsea"], 12.0))
+    if case.family.image.patches:
+        fast = load_model(str(case.directory))
+        assert np.array_equal(fast.prepare_image(data), case.torch.prepare_image(data))
+        return
+    preprocess = ImagePreprocessor.for_rule(case.family.image, 224)
+    difference = np.abs(preprocess(data) - preprocess(data, exact=True))
+    assert difference.mean() < 0.02

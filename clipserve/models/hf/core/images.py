@@ -5,7 +5,9 @@ MetaCLIP 2, AltCLIP) and the square resize that ignores the aspect ratio (SigLIP
 fixed resolution, Chinese-CLIP). Then RGB, scale to [0, 1] and normalise with the model's
 mean and std. Settings come from the checkpoint's ``preprocessor_config.json``, the
 family's ``ImageRule`` where it is silent. Plain Pillow + numpy on top of ``decode_image``,
-no mutable state: one preprocessor serves many worker threads.
+no mutable state: one preprocessor serves many worker threads. By default a big photo is
+decoded straight to a shorter side of at least twice the resize target first (see
+``models.images``); ``exact=True`` decodes every image at full size, as the reference does.
 """
 
 from __future__ import annotations
@@ -97,8 +99,15 @@ class ImagePreprocessor:
             config["crop_size"] = {"height": self.crop[0], "width": self.crop[1]}
         return config
 
-    def __call__(self, source: ImageSource) -> np.ndarray:
-        return self.preprocess(decode_image(source, max_pixels=self.max_pixels))
+    def __call__(self, source: ImageSource, *, exact: bool = False) -> np.ndarray:
+        """``exact``: decode at full size like the reference (slower on big photos). Either
+        way, a photo whose shorter side is under 4x the resize target is decoded at full
+        size, so its result is the reference's."""
+        target = self.shortest_edge if self.size is None else min(self.size)
+        min_side = None if exact or not target else 2 * target
+        return self.preprocess(
+            decode_image(source, max_pixels=self.max_pixels, min_side=min_side)
+        )
 
     @staticmethod
     def model_inputs(pixels: np.ndarray) -> dict[str, np.ndarray]:

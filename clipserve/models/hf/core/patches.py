@@ -65,7 +65,9 @@ class PatchPreprocessor:
             **scaling_config(self.mean, self.std),
         }
 
-    def __call__(self, source: ImageSource) -> np.ndarray:
+    def __call__(self, source: ImageSource, *, exact: bool = True) -> np.ndarray:
+        """Always a full-size decode (``exact`` is accepted and ignored): the grid follows
+        the stored aspect ratio, which a reduced decode could round to another grid."""
         return self.preprocess(decode_image(source, max_pixels=self.max_pixels))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

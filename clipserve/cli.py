@@ -127,7 +127,27 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preprocess-workers",
         type=int,
-        help=f"image/text preprocessing threads (default: {d.preprocess_workers})",
+        help="image decoding / text tokenising threads (default: one per CPU)",
+    )
+    p.add_argument(
+        "--exact-preprocess",
+        action="store_true",
+        help="decode every image at full size and preprocess exactly like the model's "
+        "reference (slow on big photos; default: big photos are decoded to ~2x the input)",
+    )
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        help=f"in-memory embedding cache, MiB (default: {d.cache_mb:g}; 0: off)",
+    )
+    p.add_argument(
+        "--cache-disk-dir",
+        help="also keep embeddings on disk here, so a restart keeps them (default: memory only)",
+    )
+    p.add_argument(
+        "--cache-disk-mb",
+        type=float,
+        help=f"size bound of the on-disk cache, MiB (default: {d.cache_disk_mb:g})",
     )
     p.add_argument(
         "--grpc-max-message-mb",
@@ -266,17 +286,15 @@ def _doctor() -> int:
 def _models(cache_dir: str | None) -> int:
     from clipserve.models.registry import list_models
 
-    rows = [(m.name, str(m.dim), "yes" if m.local else "no", m.description) for m in list_models(
-        cache_dir
-    )]  # fmt: skip
-    header = ("NAME", "DIM", "LOCAL", "DESCRIPTION")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    header = ("NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION")
+    rows = [
+        (m.name, str(m.dim), m.family, m.languages, "yes" if m.local else "no", m.description)
+        for m in list_models(cache_dir)
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[3]
-        )
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
     return 0
 
 

@@ -32,6 +32,8 @@ class HashModel(EmbeddingModel):
     """Embeddings from a BLAKE2b digest of the input bytes (benchmarking aid only)."""
 
     backend = "none"
+    family = "hash"
+    languages = "any"
 
     def __init__(self, dim: int = DEFAULT_HASH_DIM) -> None:
         if not 1 <= dim <= 65536:
@@ -45,6 +47,9 @@ class HashModel(EmbeddingModel):
         offsets = rng.integers(0, 256, (DIGEST_BYTES, 1))
         negate = rng.integers(0, 2, (DIGEST_BYTES, 256))
         self._row_of = ((np.arange(256) + offsets) % 256 + 256 * negate).astype(np.intp)
+
+    def weights_revision(self) -> str:
+        return f"blake2b-table-seed{TABLE_SEED}-range{TABLE_RANGE}"
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         """The digest of the encoded bytes, or of an array's dtype, shape and bytes."""

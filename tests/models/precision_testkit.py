@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from skimage import data
 
-from clipserve.models.clip.onnx_model import OnnxClipModel
+from clipserve.models.hf.core.onnx_model import OnnxDualEncoder
 from clipserve.models.registry import load_model
 
 #: an empty text and one cut at 77 tokens are the hardest for int8 (measured)
@@ -25,8 +25,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def float_and_int8(model_dir: Path, cache_dir: Path) -> tuple[OnnxClipModel, OnnxClipModel]:
+def float_and_int8(model_dir: Path, cache_dir: Path) -> tuple[OnnxDualEncoder, OnnxDualEncoder]:
     exact = load_model(str(model_dir), backend="onnx", cache_dir=cache_dir)
     int8 = load_model(str(model_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
-    assert isinstance(exact, OnnxClipModel) and isinstance(int8, OnnxClipModel)
+    assert isinstance(exact, OnnxDualEncoder) and isinstance(int8, OnnxDualEncoder)
     return exact, int8

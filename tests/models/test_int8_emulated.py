@@ -26,8 +26,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.builtin.model import BuiltinModel
-from clipserve.models.clip.onnx_model import OnnxClipModel
 from clipserve.models.cpu import cpu_features
+from clipserve.models.hf.core.onnx_model import OnnxDualEncoder
 from tests.models.clip_testkit import save_tiny_clip
 from tests.models.precision_testkit import CAPTIONS, PHOTOS, TEXTS, cosines, float_and_int8
 
@@ -84,7 +84,7 @@ CANARY_INPUT = np.full((1, 2), 255, np.uint8)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[OnnxClipModel, OnnxClipModel]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[OnnxDualEncoder, OnnxDualEncoder]:
     model_dir = save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
     return float_and_int8(model_dir, tmp_path_factory.mktemp("clipserve-cache"))
 
@@ -101,7 +101,7 @@ def run(graph: Path, output: str, **feeds: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def emulated(
-    tiny: tuple[OnnxClipModel, OnnxClipModel],
+    tiny: tuple[OnnxDualEncoder, OnnxDualEncoder],
     builtin_int8: BuiltinModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, np.ndarray], dict]:
@@ -165,7 +165,7 @@ def test_the_emulated_int8_kernel_saturates_as_avx2_does(
 
 
 def test_float_embeddings_do_not_change_under_emulation(
-    emulated: tuple[dict[str, np.ndarray], dict], tiny: tuple[OnnxClipModel, OnnxClipModel]
+    emulated: tuple[dict[str, np.ndarray], dict], tiny: tuple[OnnxDualEncoder, OnnxDualEncoder]
 ) -> None:
     outputs, _ = emulated
     exact, _ = tiny
@@ -188,7 +188,7 @@ def worst_cosines(
 
 def test_int8_stays_close_to_float_on_avx2(
     emulated: tuple[dict[str, np.ndarray], dict],
-    tiny: tuple[OnnxClipModel, OnnxClipModel],
+    tiny: tuple[OnnxDualEncoder, OnnxDualEncoder],
     builtin_model: BuiltinModel,
 ) -> None:
     """The bar of every CPU: 0.99 (measured on AVX2: 0.9993 texts, 0.9998 images, 0.9908
@@ -199,7 +199,7 @@ def test_int8_stays_close_to_float_on_avx2(
 
 def test_int8_embeddings_are_the_same_on_avx2_and_here(
     emulated: tuple[dict[str, np.ndarray], dict],
-    tiny: tuple[OnnxClipModel, OnnxClipModel],
+    tiny: tuple[OnnxDualEncoder, OnnxDualEncoder],
     builtin_int8: BuiltinModel,
 ) -> None:
     """No int16 pair can saturate, so the integer products are exact on both kernels; only

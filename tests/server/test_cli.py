@@ -6,6 +6,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -168,10 +169,32 @@ def test_models_lists_names_dims_and_local_weights():
         [sys.executable, "-m", "clipserve", "models"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split()[1:3] for line in done.stdout.splitlines()[1:]}
-    assert rows["builtin"] == ["384", "yes"]
-    assert rows["hash"] == ["512", "yes"]
-    assert rows["ViT-B-32::openai"][0] == "512"
+    lines = done.stdout.splitlines()
+    header = re.split(r"\s{2,}", lines[0].strip())
+    assert header == ["NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION"]
+    rows = {}
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+    assert (rows["builtin"]["DIM"], rows["builtin"]["LOCAL"]) == ("384", "yes")
+    assert (rows["hash"]["DIM"], rows["hash"]["LOCAL"]) == ("512", "yes")
+    assert rows["ViT-B-32::openai"]["DIM"] == "512"
+    expected = {
+        "ViT-B-16-SigLIP::webli": ("768", "SigLIP", "en"),
+        "ViT-SO400M-14-SigLIP-384::webli": ("1152", "SigLIP", "en"),
+        "ViT-B-16-SigLIP2::webli": ("768", "SigLIP 2", "multilingual"),
+        "ViT-SO400M-14-SigLIP2-378::webli": ("1152", "SigLIP 2", "multilingual"),
+        "ViT-B-32-worldwide::metaclip2_worldwide": ("512", "MetaCLIP 2", "300+ languages"),
+        "CN-CLIP/ViT-B-16": ("512", "Chinese-CLIP", "zh"),
+        "AltCLIP-m9/ViT-L-14": ("768", "AltCLIP", "9 languages"),
+        "ViT-B-16-SigLIP::random": ("768", "SigLIP", "en"),
+        "CN-CLIP/ViT-B-16::random": ("512", "Chinese-CLIP", "zh"),
+    }
+    for name, (dim, family, languages) in expected.items():
+        assert (rows[name]["DIM"], rows[name]["FAMILY"], rows[name]["LANGUAGES"]) == (
+            dim, family, languages
+        ), name
+    assert rows["ViT-B-16-SigLIP::webli"]["DESCRIPTION"].endswith("google/siglip-base-patch16-224")
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):

@@ -70,8 +70,9 @@ def layer_names(float_graph: Path) -> dict[str, str]:
         scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
         if scopes:
             module = ast.literal_eval(scopes)[-2]
-            for prefix in ("clip.text_model.encoder.", "clip.vision_model.encoder.", "clip."):
-                module = module.removeprefix(prefix)
+            module = module.split("encoder.", 1)[-1]  # "layers.0.self_attn.q_proj"
+            wrapper, _, inner = module.partition(".")  # "inner.text_projection"
+            module = inner if inner and wrapper in ("inner", "clip", "model") else module
             # a Gemm is quantized as MatMul (+ Add)
             names[f"{node.name}_quant"] = names[f"{node.name}_MatMul_quant"] = module
     return names

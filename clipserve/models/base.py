@@ -30,6 +30,10 @@ class EmbeddingModel(ABC):
     backend: str = "torch"
     #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
     precision: str = "float"
+    #: shorter sizes the model was trained to keep meaning at (Matryoshka representation
+    #: learning): the first ``n`` components, renormalised. Empty: only ``dim`` is valid
+    #: (true of every CLIP-style model clipserve serves today)
+    matryoshka_dims: tuple[int, ...] = ()
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clipserve.models.base import EmbeddingModel
+from clipserve.models.builtin import BUILTIN_DESCRIPTION, BUILTIN_DIM
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
 from clipserve.models.precision import BACKENDS, FLOAT, check_precision
 
@@ -102,7 +103,7 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelInfo]:
     from clipserve.models.cache import cached_snapshot
 
     infos = [
-        ModelInfo(DEFAULT_MODEL, _builtin_dim(), "built-in model bundled with clipserve", True),
+        ModelInfo(DEFAULT_MODEL, BUILTIN_DIM, BUILTIN_DESCRIPTION, True),
         ModelInfo(
             HASH_NAME,
             DEFAULT_HASH_DIM,
@@ -235,12 +236,3 @@ def _hash_dim(name: str) -> int:
 
 def _dim(arch: str) -> int:
     return int(ARCHITECTURES[arch]["projection_dim"])
-
-
-def _builtin_dim() -> int:
-    try:
-        from clipserve.models.builtin.model import BUILTIN_DIM  # type: ignore[attr-defined]
-
-        return int(BUILTIN_DIM)
-    except (ImportError, AttributeError):
-        return 384

@@ -88,6 +88,7 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
         log = served.log_text()
     assert code == 0, log
     assert "clipserve: model hash loaded (dim 512, backend none, precision float)" in log
+    assert "backend torch" not in log  # the hash model has no backend; nothing says otherwise
     assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
     assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
     assert "ws://" not in log  # websocket was left out of protocols
@@ -153,15 +154,35 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     assert doc["id"] == "held" and len(doc["embedding"]) == 512
 
 
-def test_models_lists_names_dims_and_local_weights():
+def test_models_lists_names_dims_and_local_weights(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "clipserve", "models"], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-m", "clipserve", "models", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split()[1:3] for line in done.stdout.splitlines()[1:]}
-    assert rows["builtin"] == ["384", "yes"]
-    assert rows["hash"] == ["512", "yes"]
-    assert rows["ViT-B-32::openai"][0] == "512"
+    table, _, notes = done.stdout.partition("\n\n")
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "DIM", "LOCAL", "DESCRIPTION"]
+    rows = {line[2:].split()[0]: line for line in lines[1:]}
+    assert rows["builtin"].startswith("* ")  # the default is marked
+    assert rows["builtin"][2:].split()[1:3] == ["384", "yes"] and "not CLIP" in rows["builtin"]
+    assert rows["hash"][2:].split()[1:3] == ["512", "yes"]
+    assert rows["ViT-B-32::openai"][2:].split()[1:3] == ["512", "no"]  # an empty cache
+    assert f"Looked for weights in {tmp_path / 'hub'}" in notes
+    assert "MiniLM-L6" in notes and "EfficientNet-Lite0" in notes
+    assert "torch" not in {line.split()[0] for line in lines}
+
+
+def test_models_never_imports_torch():
+    """Listing reads dimensions from tables: no torch, transformers or onnxruntime."""
+    script = (
+        "import sys; from clipserve.cli import main; main(['models'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):

@@ -49,6 +49,14 @@ def main(job_file: str) -> None:
     (out / "results.json").write_text(json.dumps(results))
 
 
+def kind(value: Any) -> str:
+    """``DocumentArray`` for any of docarray's DocumentArray classes, else the type name."""
+    docarray = sys.modules.get("docarray")
+    if docarray is not None and isinstance(value, docarray.DocumentArray):
+        return "DocumentArray"
+    return type(value).__name__
+
+
 def save(out: Path, name: str, array: Any) -> list[int]:
     import numpy as np
 
@@ -61,7 +69,7 @@ def save(out: Path, name: str, array: Any) -> list[int]:
 
 def encode_strings(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
     result = client.encode([*job["texts"], job["image_file"]])
-    return {"type": type(result).__name__, "shape": save(out, f"strings_{protocol}", result)}
+    return {"type": kind(result), "shape": save(out, f"strings_{protocol}", result)}
 
 
 def response_docs(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
@@ -114,7 +122,7 @@ def encode_document_array(client: Any, job: dict, out: Path, protocol: str) -> d
     given = documents(job)
     result = client.encode(given)
     return {
-        "type": type(result).__name__,
+        "type": kind(result),
         "ids": [d.id for d in result],
         "same_objects": all(a is b for a, b in zip(result, given, strict=True)),
         "shape": save(out, f"docs_{protocol}", result.embeddings),
@@ -125,14 +133,14 @@ def encode_list_and_generator(client: Any, job: dict, out: Path, protocol: str) 
     as_list = client.encode(list(documents(job)))
     as_generator = client.encode(d for d in documents(job))
     save(out, f"generator_{protocol}", as_generator.embeddings)
-    return {"types": [type(as_list).__name__, type(as_generator).__name__],
+    return {"types": [kind(as_list), kind(as_generator)],
             "lengths": [len(as_list), len(as_generator)]}  # fmt: skip
 
 
 def aencode_documents(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
     result = asyncio.run(client.aencode(documents(job)))
     shape = save(out, f"async_{protocol}", result.embeddings)
-    return {"type": type(result).__name__, "shape": shape}
+    return {"type": kind(result), "shape": shape}
 
 
 def rank(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
@@ -142,14 +150,14 @@ def rank(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
     ranked = client.rank([query])
     texts, scores = ranked["@m", ["text", "scores__clip_score__value"]]
     cosines = [m.scores["clip_score_cosine"].value for m in ranked[0].matches]
-    return {"type": type(ranked).__name__, "texts": texts, "scores": scores, "cosines": cosines}
+    return {"type": kind(ranked), "texts": texts, "scores": scores, "cosines": cosines}
 
 
 def callback_docs(client: Any, job: dict, out: Path, protocol: str) -> dict[str, Any]:
     seen: list[Any] = []
     client.encode(documents(job), on_done=seen.append)
     docs = seen[0].docs
-    return {"type": type(docs).__name__, "ids": [d.id for d in docs],
+    return {"type": kind(docs), "ids": [d.id for d in docs],
             "shape": save(out, f"callback_{protocol}", docs.embeddings)}  # fmt: skip
 
 

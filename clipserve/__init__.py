@@ -33,9 +33,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy so `import clipserve` stays cheap for the server
+def __getattr__(name: str) -> object:  # lazy: `import clipserve` stays cheap for the server
     if name == "Client":
         from clipserve.client import Client
 
+        globals()["Client"] = Client  # a plain attribute from now on
         return Client
-    raise AttributeError(name)
+    raise AttributeError(f"module 'clipserve' has no attribute {name!r}")

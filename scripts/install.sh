@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates ./.venv and installs clipserve (editable) with the server, docarray and test extras.
+# Creates ./.venv and installs clipserve (editable) with the server, docarray, test and docs extras.
 #
 # torch: the package itself asks only for a range; this script installs $CLIPSERVE_TORCH
 # (default "torch==2.13.0") from pip's configured indexes. On plain PyPI that is the Linux
@@ -30,5 +30,5 @@ if [ -n "$TORCH_INDEX" ]; then
 else
     python -m pip install -q "$TORCH"
 fi
-python -m pip install -q -e ".[server,docarray,test]"
+python -m pip install -q -e ".[server,docarray,test,docs]"
 echo "$WANT" > "$STAMP"

@@ -16,5 +16,6 @@ def __getattr__(name: str) -> Any:  # numpy and protobuf load with the first cal
     if name == "Response":
         from clipserve.client.response import Response
 
+        globals()["Response"] = Response  # a plain attribute from now on
         return Response
-    raise AttributeError(name)
+    raise AttributeError(f"module 'clipserve.client' has no attribute {name!r}")

@@ -100,6 +100,7 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     _security_flags(p.add_argument_group("TLS and auth"))
     _limit_flags(p.add_argument_group("limits"))
     _engine_flags(p.add_argument_group("engine"))
+    _cache_flags(p.add_argument_group("embedding cache"))
     _log_flags(p.add_argument_group("logs"))
 
 
@@ -175,7 +176,17 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
         "refuse at once)",
     )
     g.add_argument("--replicas", type=int, help="inference threads (model copies)")
-    g.add_argument("--preprocess-workers", type=int, help="image/text preprocessing threads")
+    g.add_argument(
+        "--preprocess-workers",
+        type=int,
+        help="image decoding / text tokenising threads (default: one per CPU)",
+    )
+    g.add_argument(
+        "--exact-preprocess",
+        action="store_true",
+        help="decode every image at full size and preprocess exactly like the model's "
+        "reference (slow on big photos; default: big photos are decoded to ~2x the input)",
+    )
     g.add_argument(
         "--shutdown-grace",
         dest="shutdown_grace_s",
@@ -183,6 +194,16 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
         type=float,
         help="how long in-flight requests may finish on shutdown",
     )
+
+
+def _cache_flags(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--cache-mb", type=float, help="in-memory embedding cache, MiB (0: off)")
+    g.add_argument(
+        "--cache-disk-dir",
+        metavar="DIR",
+        help="also keep embeddings on disk here, so a restart keeps them (default: memory only)",
+    )
+    g.add_argument("--cache-disk-mb", type=float, help="size bound of the on-disk cache, MiB")
 
 
 def _log_flags(g: argparse._ArgumentGroup) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from clipserve.client.retry import RetryPolicy
+from clipserve.client.shrink import check_max_side
 from clipserve.client.sync import LoopThread
 from clipserve.client.transports import Transport, TransportOptions, make_transport
 from clipserve.client.urls import parse_server
@@ -45,6 +46,7 @@ class CallOptions(TypedDict, total=False):
     on_error: Callback | None
     on_always: Callback | None
     prefetch: int | None
+    access_paths: str | None
 
 
 _OPTION_NAMES = frozenset(CallOptions.__annotations__)
@@ -60,6 +62,9 @@ CALL_OPTIONS_DOC = """
                 reply without failures, on_error for one with, on_always for both. With
                 any of them the call returns None instead of collecting results.
             prefetch: requests in flight at once (default: the client's ``prefetch``).
+            access_paths: which Documents of each input's tree to embed (a DocArray
+                selector: ``"@c"``, ``"@r,c"``, ``"@c[:2]"``...); default: the input
+                Documents themselves.
 
         Raises ``InvalidInputError`` for input that cannot be sent (naming it),
         ``PartialFailureError`` when some documents failed (``.results`` holds the rest,
@@ -109,6 +114,7 @@ class Client:
         verify: bool | str = True,
         fetch_timeout: float = 30.0,
         http_format: str = "auto",
+        image_max_side: int | None = None,
     ) -> None:
         self.address = parse_server(server)
         self.server = server
@@ -120,6 +126,8 @@ class Client:
             raise ValueError(f"http_format must be auto, json or protobuf, not {http_format!r}")
         if timeout is not None and timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive (timeout may be None)")
+        #: images whose longer side exceeds this are shrunk before sending (None: never)
+        self.image_max_side = check_max_side(image_max_side)
         self.batch_size = batch_size
         self.prefetch = prefetch
         self.timeout = timeout
@@ -279,11 +287,13 @@ class Client:
         batch_size = options.get("batch_size")
         collect = not (on_done or on_error or on_always)
         size = self.batch_size if batch_size is None else batch_size
-        job = plan_job(content, endpoint_for(name, parameters), parameters, size, collect)
+        endpoint = endpoint_for(name, parameters)
+        access_paths = options.get("access_paths")
+        job = plan_job(content, endpoint, parameters, size, collect, access_paths)
         if name == "/rank":
             _check_rank_input(job, content)
         if job.kind is None or job.total == 0:  # nothing to send
-            return Results(job.kind, job.endpoint, job.collect).finish()
+            return Results(job.kind, job.endpoint, job.collect, job.selector).finish()
         reporter = None
         if options.get("show_progress", False):
             from clipserve.client.progress import ProgressReporter  # rich, only when asked for
@@ -297,6 +307,7 @@ class Client:
             timeout=self.timeout,
             retry=self.retry,
             fetch_timeout=self.fetch_timeout,
+            image_max_side=self.image_max_side,
             progress=reporter,
             on_done=on_done,
             on_error=on_error,

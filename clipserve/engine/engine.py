@@ -35,6 +35,7 @@ from clipserve.errors import (
     ServerUnavailableError,
 )
 from clipserve.models.base import EmbeddingModel
+from clipserve.models.runtime import available_cpus
 
 #: what ``Engine`` accepts as its model: one model, one per replica, or a factory
 ModelSource = EmbeddingModel | Sequence[EmbeddingModel] | Callable[[], EmbeddingModel]
@@ -67,6 +68,8 @@ class Engine:
 
     ``model`` is a model (shared by ``replicas`` inference threads), a list of models (one
     thread each) or a zero-argument factory called ``replicas`` times at ``start()``.
+    ``preprocess_workers`` threads decode images and tokenise texts (default: one per CPU;
+    Pillow and numpy release the GIL while they work, see docs/benchmarks.md).
     ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
     but not yet answered, per modality; a call that would exceed it waits for room up to
     ``max_queue_wait_s`` seconds (0: it is refused at once), see ``admission``.
@@ -81,13 +84,15 @@ class Engine:
         max_queue_items: int = 4096,
         max_queue_wait_s: float = 0.0,
         replicas: int = 1,
-        preprocess_workers: int = 2,
+        preprocess_workers: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_ms < 0 or max_queue_wait_s < 0:
             raise ValueError("max_wait_ms and max_queue_wait_s must be >= 0")
+        if preprocess_workers is None:
+            preprocess_workers = available_cpus()
         if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
             raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
         self._models: list[EmbeddingModel] = []
@@ -121,6 +126,7 @@ class Engine:
         self._stopped = asyncio.Event()
         self._queues: dict[Modality, BatchQueue] = {}
         self._item_counters: dict[tuple[Modality, str], Any] = {}
+        self._prepare_cpu = {m: self.metrics.prepare_cpu.labels(m) for m in MODALITIES}
         self._loops: list[asyncio.Task[None]] = []
         self._batches: set[asyncio.Task[None]] = set()
         self._free: asyncio.Queue[_Replica] | None = None
@@ -236,6 +242,10 @@ class Engine:
         texts = list(texts)
         await self._admission.reserve({"text": len(texts)})
         return await self._submit({"text": texts}) if texts else []
+
+    def cache_info(self) -> dict[str, Any]:
+        """What /health shows about the embedding cache: none here (see ``CachedEngine``)."""
+        return {"enabled": False}
 
     def _check_running(self) -> None:
         if self._state != "running":
@@ -360,8 +370,9 @@ class Engine:
     async def _prepare_texts(self, batch: list[Span]) -> Any:
         texts = batch[0].inputs() if len(batch) == 1 else [t for s in batch for t in s.inputs()]
         loop = asyncio.get_running_loop()
+        prepare = self._timed(self.model.prepare_texts, self._prepare_cpu["text"])
         try:
-            return await loop.run_in_executor(self._pool, self.model.prepare_texts, texts)
+            return await loop.run_in_executor(self._pool, prepare, texts)
         except ClipServeError:
             raise
         except Exception as exc:
@@ -369,7 +380,7 @@ class Engine:
 
     async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], np.ndarray | None]:
         loop = asyncio.get_running_loop()
-        prepare = self.model.prepare_image
+        prepare = self._timed(self.model.prepare_image, self._prepare_cpu["image"])
         singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
         jobs = [
             loop.run_in_executor(self._pool, prepare, single.group.inputs[single.start])
@@ -393,6 +404,19 @@ class Engine:
             return live, np.stack(arrays)
         except ValueError as exc:
             raise ModelError(f"preprocessed images differ in shape: {exc}") from exc
+
+    @staticmethod
+    def _timed(prepare: Callable[[Any], Any], cpu_seconds: Any) -> Callable[[Any], Any]:
+        """``prepare``, adding the CPU time of the worker thread running it to a counter."""
+
+        def timed(value: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return prepare(value)
+            finally:
+                cpu_seconds.inc(time.thread_time() - started)
+
+        return timed
 
     async def _forward(self, modality: Modality, inputs: Any, count: int) -> np.ndarray:
         assert self._free is not None

@@ -32,6 +32,9 @@ class WrappedModel(EmbeddingModel):
         self.prepared = threading.Event()  # some prepare_texts call finished
         self.barrier: threading.Barrier | None = None  # forwards must overlap when set
 
+    def weights_revision(self) -> str:
+        return self.inner.weights_revision()
+
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.inner.prepare_image(image)
 

@@ -20,6 +20,7 @@ Targets (issue 15): the base client at most 16 packages, the import at most 150 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -59,12 +60,15 @@ def run(command: list[str], **kwargs) -> str:
     return done.stdout
 
 
+def run_bytes(command: list[str]) -> bytes:
+    return subprocess.run(command, capture_output=True, check=True).stdout
+
+
 def baseline_wheel(ref: str, out: Path) -> Path:
     """The wheel of git ``ref`` (its files as committed)."""
     source = out / "source"
     source.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True,
-                             check=True).stdout  # fmt: skip
+    archive = run_bytes(["git", "-C", str(REPO), "archive", ref])
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(source)])
     return next(out.glob("clipserve-*.whl"))
@@ -73,13 +77,15 @@ def baseline_wheel(ref: str, out: Path) -> Path:
 def venv_with(python: Path, name: str, requirement: str, reuse: bool) -> Path:
     path = ROOT / name
     marker = path / ".installed"
-    if reuse and marker.exists() and marker.read_text() == requirement:
+    wheel, _, extras = requirement.partition("[")
+    identity = hashlib.sha256(Path(wheel).read_bytes()).hexdigest() + extras
+    if reuse and marker.exists() and marker.read_text() == identity:
         return path
     shutil.rmtree(path, ignore_errors=True)
     run([str(python), "-m", "venv", str(path)])
     run([str(path / "bin" / "python"), "-m", "pip", "install", "-q",
          "--disable-pip-version-check", requirement])  # fmt: skip
-    marker.write_text(requirement)
+    marker.write_text(identity)
     return path
 
 
@@ -171,16 +177,30 @@ def main() -> None:
                 rows.append((version, label, len(packages(venv)), site_packages_mb(venv),
                              spread(list(columns[0])), spread(list(columns[1])),
                              spread(list(columns[3])) if code is IMPORT else "-"))  # fmt: skip
-    models = command_times([sys.executable, "-m", "clipserve", "models"], max(3, args.runs // 3))
+    runs = max(3, args.runs // 3)
+    models = command_times([sys.executable, "-m", "clipserve", "models"], runs)
+    models_before = None
+    if args.baseline:  # the ref's code with this venv's packages, in the same run
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(tmp)
+            archive = run_bytes(["git", "-C", str(REPO), "archive", args.baseline])
+            subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+            code = (f"import sys; sys.path.insert(0, {str(source)!r}); "
+                    "from clipserve.cli import main; main(['models'])")  # fmt: skip
+            models_before = command_times([sys.executable, "-c", code], runs)
     print(f"\n{machine()}\n{started}, `python {' '.join(sys.argv)}`\n")
     print("| Python | install | packages | site-packages MB | import Client ms, wall "
           "min / median | CPU min / median | + first call, CPU ms |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for version, label, count, size, wall, cpu, first in rows:
         print(f"| {version} | {label} | {count} | {size:.0f} | {wall} | {cpu} | {first} |")
-    walls, cpus = zip(*models, strict=True)
-    print(f"\n`clipserve models` (Python {platform.python_version()}, server install): "
-          f"{spread(list(walls))} ms wall, {spread(list(cpus))} ms CPU (min / median)")  # fmt: skip
+    for label, times in (("", models), (f" @ {args.baseline}", models_before)):
+        if times is None:
+            continue
+        walls, cpus = zip(*times, strict=True)
+        print(f"\n`clipserve models`{label} (Python {platform.python_version()}, server "
+              f"install): {spread(list(walls))} ms wall, {spread(list(cpus))} ms CPU "
+              "(min / median)")  # fmt: skip
 
 
 if __name__ == "__main__":

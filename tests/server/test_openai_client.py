@@ -68,7 +68,9 @@ def server(builtin_model) -> Iterator[RunningServer]:
 @pytest.fixture(scope="module")
 def strict_server(builtin_model) -> Iterator[RunningServer]:
     """The default URI policy (no URL fetching) and a queue that takes 4 items at most."""
-    config = loopback_config(model="builtin", max_queue_items=4, max_queue_wait_s=0)
+    config = loopback_config(
+        model="builtin", max_queue_items=4, max_queue_wait_s=0, cache_mb=0
+    )  # no cache: it would answer repeated inputs without the queue
     with running_server(config, model=builtin_model) as running:
         yield running
 
@@ -97,7 +99,7 @@ def test_texts_as_floats_and_as_explicit_base64(server, builtin_model) -> None:
     packed = client.embeddings.create(model="builtin", input=TEXTS[0], encoding_format="base64")
     raw = packed.data[0].embedding
     assert isinstance(raw, str)
-    np.testing.assert_array_equal(np.frombuffer(base64.b64decode(raw), "<f4"), wanted)
+    np.testing.assert_allclose(np.frombuffer(base64.b64decode(raw), "<f4"), wanted, atol=1e-6)
 
 
 def test_images_as_data_uris_and_urls(server, builtin_model, jpeg_photos, photo_site) -> None:
@@ -171,7 +173,7 @@ def test_dimensions_for_a_model_trained_for_them() -> None:
 
 def test_overload_is_a_rate_limit_error(strict_server) -> None:
     with pytest.raises(openai.RateLimitError) as info:
-        api(strict_server).embeddings.create(model="builtin", input=["x"] * 5)
+        api(strict_server).embeddings.create(model="builtin", input=[f"x{i}" for i in range(5)])
     assert info.value.status_code == 429 and info.value.code == "overloaded"
 
 

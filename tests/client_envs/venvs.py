@@ -16,8 +16,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / ".cache" / "client-envs"
-#: the oldest and newest Python clipserve supports; CI tests both
-VERSIONS = ("3.10", "3.13")
+#: the oldest and newest Python clipserve supports; CI tests both. More (or others) with
+#: CLIPSERVE_CLIENT_PYTHONS="3.10 3.11 3.12 3.13"
+VERSIONS = tuple(os.environ.get("CLIPSERVE_CLIENT_PYTHONS", "3.10 3.13").split())
 INSTALL_TIMEOUT_S = 900
 
 

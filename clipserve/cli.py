@@ -115,6 +115,8 @@ def _models(cache_dir: str | None) -> int:
     columns: list[tuple[str, Callable[[Any], str]]] = [
         ("NAME", lambda m: m.name),
         ("DIM", lambda m: str(m.dim)),
+        ("FAMILY", lambda m: m.family),
+        ("LANGUAGES", lambda m: m.languages),
         ("LOCAL", lambda m: "yes" if m.local else "no"),
         ("DESCRIPTION", lambda m: m.description),
     ]

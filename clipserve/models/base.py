@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from clipserve.models.images import DECODE_VERSION
+from clipserve.models.scoring import CLIP_AS_SERVICE, ScoreRule
 
 # An image as the engine hands it to a model: encoded file bytes (any Pillow format)
 # or a decoded uint8 array of shape [H, W, C] (C in 1, 3, 4).
@@ -40,6 +41,11 @@ class EmbeddingModel(ABC):
     #: does (slow on big photos). False (default): big photos are decoded straight to about
     #: twice the model's input (``models.images``), then preprocessed the same way
     exact_preprocess: bool = False
+    #: how ``/rank`` turns cosines into ``clip_score`` (see ``models.scoring``)
+    score_rule: ScoreRule = CLIP_AS_SERVICE
+    #: the model family ("CLIP", "SigLIP", ...) and the languages its text tower reads
+    family: str = ""
+    languages: str = "en"
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:
@@ -50,7 +56,8 @@ class EmbeddingModel(ABC):
 
     @abstractmethod
     def prepare_texts(self, texts: Sequence[str]) -> Any:
-        """Tokenise a batch, padded to its longest member (never to a fixed 77)."""
+        """Tokenise a batch: padded to its longest member where padding cannot change the
+        result, to the model's fixed text length where it can (SigLIP)."""
 
     @abstractmethod
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:

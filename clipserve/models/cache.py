@@ -19,14 +19,20 @@ from urllib.parse import urlparse
 
 from clipserve.errors import ModelUnavailableError
 
-#: files a CLIP checkpoint needs besides its weights
+#: files a checkpoint needs besides its weights: config, tokenizer (CLIP/Gemma/XLM-R
+#: tokenizer.json, CLIP's vocab.json + merges.txt, SigLIP's spiece.model, BERT's vocab.txt,
+#: XLM-R's sentencepiece.bpe.model) and image preprocessor config
 HUB_FILES = [
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.json",
     "merges.txt",
+    "spiece.model",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
     "preprocessor_config.json",
 ]
 #: transformers weights, preferred first; open_clip/flax/tf copies in the same repos are skipped
@@ -120,7 +126,7 @@ def fetch_snapshot(name: str, repo_id: str, cache_dir: str | Path | None = None)
         raise _unavailable(name, repo_id, cache, reason)
     try:
         files = HfApi().list_repo_files(repo_id)
-        weights = SAFETENSORS if "model.safetensors" in files else PICKLED
+        weights = SAFETENSORS if any(_is_safetensors(f) for f in files) else PICKLED
         path = snapshot_download(
             repo_id,
             cache_dir=cache,
@@ -130,6 +136,10 @@ def fetch_snapshot(name: str, repo_id: str, cache_dir: str | Path | None = None)
     except Exception as exc:  # network, auth, missing repo: all mean "not available"
         raise _unavailable(name, repo_id, cache, f"download failed: {exc}") from exc
     return Path(path)
+
+
+def _is_safetensors(filename: str) -> bool:
+    return filename.startswith("model") and filename.endswith(".safetensors")
 
 
 def _probe(endpoint: str) -> str | None:
@@ -147,9 +157,9 @@ def _probe(endpoint: str) -> str | None:
 def _unavailable(name: str, repo_id: str, cache: Path, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"model {name!r} (Hugging Face repo {repo_id}) is not available: {reason}. "
-        f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF CLIP "
-        f"format as the model name; or pre-populate the cache on a connected machine "
-        f"(`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
+        f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF "
+        f"format (the checkpoint's files) as the model name; or pre-populate the cache on a "
+        f"connected machine (`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
         f"or use the built-in model (name 'builtin', needs no download)."
     )
 

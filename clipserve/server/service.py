@@ -30,6 +30,7 @@ import numpy as np
 
 from clipserve.engine import CachedEngine, Engine, ImageItem, Outcome, TextItem
 from clipserve.errors import ClipServeError, InvalidInputError
+from clipserve.models.scoring import ScoreRule
 from clipserve.server import rank as ranking
 from clipserve.server.documents import (
     DocumentReader,
@@ -82,6 +83,9 @@ class EmbeddingService:
             "dim": model.dim,
             "backend": model.backend,
             "precision": model.precision,
+            "family": model.family,
+            "languages": model.languages,
+            "clip_score": model.score_rule.describe(),
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
             "exact_preprocess": model.exact_preprocess,
@@ -206,7 +210,7 @@ class EmbeddingService:
                 failures.append((doc_label(query, f"#{index}"), error))
             else:
                 write_ndarray(own.astype(np.float32, copy=False), query.embedding)
-                _sort_matches(query, own, matched)
+                _sort_matches(query, own, matched, self.engine.model.score_rule)
             for match in query.matches:
                 match.ClearField("embedding")
                 if options.drop_image_content:
@@ -238,16 +242,18 @@ def _first_match_error(query: DocumentProto, outcomes: list[Outcome]) -> ClipSer
     return None
 
 
-def _sort_matches(query: DocumentProto, embedding: np.ndarray, matched: list[Outcome]) -> None:
+def _sort_matches(
+    query: DocumentProto, embedding: np.ndarray, matched: list[Outcome], rule: ScoreRule
+) -> None:
     if not matched:
         return
-    result = ranking.rank(embedding, np.stack(matched))  # type: ignore[arg-type]
+    result = ranking.rank(embedding, np.stack(matched), rule)  # type: ignore[arg-type]
     ordered = []
     for index in result.order:
         match = DocumentProto()
         match.CopyFrom(query.matches[index])
         match.scores["clip_score"].value = float(result.clip_scores[index])
-        match.scores["clip_score"].op_name = "softmax"
+        match.scores["clip_score"].op_name = result.op_name
         match.scores["clip_score"].ref_id = query.id
         match.scores["clip_score_cosine"].value = float(result.cosines[index])
         match.scores["clip_score_cosine"].op_name = "cosine"

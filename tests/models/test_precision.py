@@ -14,8 +14,8 @@ from skimage import data
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.models.builtin.model import BuiltinModel
-from clipserve.models.clip.onnx_model import OnnxClipModel
-from clipserve.models.clip.torch_model import TorchClipModel
+from clipserve.models.hf.core.onnx_model import OnnxDualEncoder
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import load_model
 from clipserve.server.config import ServerConfig
 from tests.models.clip_testkit import save_tiny_clip
@@ -35,10 +35,10 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_dir: Path, cache_dir: Path) -> tuple[OnnxClipModel, OnnxClipModel]:
+def pair(tiny_dir: Path, cache_dir: Path) -> tuple[OnnxDualEncoder, OnnxDualEncoder]:
     exact = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir)
     int8 = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
-    assert isinstance(exact, OnnxClipModel) and isinstance(int8, OnnxClipModel)
+    assert isinstance(exact, OnnxDualEncoder) and isinstance(int8, OnnxDualEncoder)
     return exact, int8
 
 
@@ -48,7 +48,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def test_int8_graphs_hold_integer_matmuls(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
+def test_int8_graphs_hold_integer_matmuls(pair: tuple[OnnxDualEncoder, OnnxDualEncoder]) -> None:
     exact, int8 = pair
     assert (exact.precision, int8.precision) == ("float", "int8")
     for float_graph, int8_graph in zip(exact.graphs, int8.graphs, strict=True):
@@ -65,7 +65,7 @@ def stored_bytes(graph: Path) -> int:
     return graph.stat().st_size + (weights.stat().st_size if weights.exists() else 0)
 
 
-def test_int8_embeddings_stay_close_to_float(pair: tuple[OnnxClipModel, OnnxClipModel]) -> None:
+def test_int8_embeddings_stay_close_to_float(pair: tuple[OnnxDualEncoder, OnnxDualEncoder]) -> None:
     exact, int8 = pair
     text_cos = cosines(exact.encode_texts(TEXTS), int8.encode_texts(TEXTS))
     image_cos = cosines(exact.encode_images(PHOTOS), int8.encode_images(PHOTOS))
@@ -76,29 +76,29 @@ def test_int8_embeddings_stay_close_to_float(pair: tuple[OnnxClipModel, OnnxClip
 
 
 def test_int8_graphs_are_made_once_and_follow_the_float_file(
-    pair: tuple[OnnxClipModel, OnnxClipModel], tiny_dir: Path, cache_dir: Path
+    pair: tuple[OnnxDualEncoder, OnnxDualEncoder], tiny_dir: Path, cache_dir: Path
 ) -> None:
     _, int8 = pair
     made = {graph: graph.stat().st_mtime_ns for graph in int8.graphs}
     again = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir, precision="int8")
-    assert isinstance(again, OnnxClipModel) and again.graphs == int8.graphs
+    assert isinstance(again, OnnxDualEncoder) and again.graphs == int8.graphs
     assert {graph: graph.stat().st_mtime_ns for graph in again.graphs} == made
     # a float graph that changes (re-exported, replaced by hand) gets a new int8 twin
     text_graph = int8.directory / "text.onnx"
     stat = text_graph.stat()
     os.utime(text_graph, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    renewed = OnnxClipModel.from_directory(int8.directory, precision="int8", cache_dir=cache_dir)
+    renewed = OnnxDualEncoder.from_directory(int8.directory, precision="int8", cache_dir=cache_dir)
     assert renewed.graphs[0] != int8.graphs[0] and renewed.graphs[1] == int8.graphs[1]
 
 
 def test_an_unwritable_cache_is_a_clear_error(
-    pair: tuple[OnnxClipModel, OnnxClipModel], tmp_path: Path
+    pair: tuple[OnnxDualEncoder, OnnxDualEncoder], tmp_path: Path
 ) -> None:
     exact, _ = pair
     blocked = tmp_path / "cache"
     blocked.write_text("a file where the cache directory should be")
     with pytest.raises(ModelUnavailableError, match="cannot write the int8 graph.*prepare"):
-        OnnxClipModel.from_directory(exact.directory, precision="int8", cache_dir=blocked)
+        OnnxDualEncoder.from_directory(exact.directory, precision="int8", cache_dir=blocked)
 
 
 def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:
@@ -128,7 +128,7 @@ def test_precisions_are_checked_against_backend_and_model(tiny_dir: Path) -> Non
 def test_bf16_runs_in_bfloat16_close_to_float(tiny_dir: Path) -> None:
     exact = load_model(str(tiny_dir))
     bf16 = load_model(str(tiny_dir), precision="bf16")
-    assert isinstance(bf16, TorchClipModel) and bf16.precision == "bf16"
+    assert isinstance(bf16, TorchDualEncoder) and bf16.precision == "bf16"
     assert {parameter.dtype for parameter in bf16.model.parameters()} == {torch.bfloat16}
     texts, images = bf16.encode_texts(TEXTS), bf16.encode_images(PHOTOS)
     assert texts.dtype == images.dtype == np.float32

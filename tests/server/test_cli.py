@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,15 +163,37 @@ def test_models_lists_names_dims_and_local_weights(tmp_path):
     assert done.returncode == 0, done.stderr
     table, _, notes = done.stdout.partition("\n\n")
     lines = table.splitlines()
-    assert lines[0].split() == ["NAME", "DIM", "LOCAL", "DESCRIPTION"]
-    rows = {line[2:].split()[0]: line for line in lines[1:]}
-    assert rows["builtin"].startswith("* ")  # the default is marked
-    assert rows["builtin"][2:].split()[1:3] == ["384", "yes"] and "not CLIP" in rows["builtin"]
-    assert rows["hash"][2:].split()[1:3] == ["512", "yes"]
-    assert rows["ViT-B-32::openai"][2:].split()[1:3] == ["512", "no"]  # an empty cache
+    header = re.split(r"\s{2,}", lines[0].strip())
+    assert header == ["NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION"]
+    rows, marked = {}, []
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line[2:].strip())
+        rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+        if line.startswith("* "):
+            marked.append(cells[0])
+    assert marked == ["builtin"]  # the default is marked
+    assert (rows["builtin"]["DIM"], rows["builtin"]["LOCAL"]) == ("384", "yes")
+    assert "not CLIP" in rows["builtin"]["DESCRIPTION"]
+    assert (rows["hash"]["DIM"], rows["hash"]["LOCAL"]) == ("512", "yes")
+    assert (rows["ViT-B-32::openai"]["DIM"], rows["ViT-B-32::openai"]["LOCAL"]) == ("512", "no")
+    expected = {
+        "ViT-B-16-SigLIP::webli": ("768", "SigLIP", "en"),
+        "ViT-SO400M-14-SigLIP-384::webli": ("1152", "SigLIP", "en"),
+        "ViT-B-16-SigLIP2::webli": ("768", "SigLIP 2", "multilingual"),
+        "ViT-SO400M-14-SigLIP2-378::webli": ("1152", "SigLIP 2", "multilingual"),
+        "ViT-B-32-worldwide::metaclip2_worldwide": ("512", "MetaCLIP 2", "300+ languages"),
+        "CN-CLIP/ViT-B-16": ("512", "Chinese-CLIP", "zh"),
+        "AltCLIP-m9/ViT-L-14": ("768", "AltCLIP", "9 languages"),
+        "ViT-B-16-SigLIP::random": ("768", "SigLIP", "en"),
+        "CN-CLIP/ViT-B-16::random": ("512", "Chinese-CLIP", "zh"),
+    }
+    for name, (dim, family, languages) in expected.items():
+        assert (rows[name]["DIM"], rows[name]["FAMILY"], rows[name]["LANGUAGES"]) == (
+            dim, family, languages
+        ), name
+    assert rows["ViT-B-16-SigLIP::webli"]["DESCRIPTION"].endswith("google/siglip-base-patch16-224")
     assert f"Looked for weights in {tmp_path / 'hub'}" in notes
     assert "MiniLM-L6" in notes and "EfficientNet-Lite0" in notes
-    assert "torch" not in {line.split()[0] for line in lines}
 
 
 def test_models_never_imports_torch():

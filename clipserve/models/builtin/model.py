@@ -57,6 +57,7 @@ class BuiltinModel(EmbeddingModel):
     """MiniLM-L6 text tower + ConSE over EfficientNet-Lite0 image tower, 384-d."""
 
     name = BUILTIN_NAME
+    family = "built-in"
     dim = BUILTIN_DIM
 
     def __init__(

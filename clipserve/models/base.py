@@ -33,6 +33,10 @@ class EmbeddingModel(ABC):
     backend: str = "torch"
     #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
     precision: str = "float"
+    #: shorter sizes the model was trained to keep meaning at (Matryoshka representation
+    #: learning): the first ``n`` components, renormalised. Empty: only ``dim`` is valid
+    #: (true of every CLIP-style model clipserve serves today)
+    matryoshka_dims: tuple[int, ...] = ()
     #: True: decode every image at full size and preprocess exactly as the model's reference
     #: does (slow on big photos). False (default): big photos are decoded straight to about
     #: twice the model's input (``models.images``), then preprocessed the same way

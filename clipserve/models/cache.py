@@ -65,12 +65,26 @@ def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+#: names clipserve's own cache (ONNX exports, int8 graphs, the built-in model's tables)
+CACHE_ENV = "CLIPSERVE_CACHE_DIR"
+
+
+def clipserve_cache_dir() -> Path:
+    """clipserve's own cache: ``$CLIPSERVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/clipserve``,
+    else ``~/.cache/clipserve``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "clipserve"
+
+
 def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir/onnx``, else ``$CLIPSERVE_CACHE_DIR/onnx``, else ``~/.cache/clipserve/onnx``."""
+    """``cache_dir/onnx``, else ``onnx`` in ``clipserve_cache_dir()``."""
     if cache_dir is not None:
         return Path(cache_dir) / "onnx"
-    root = os.environ.get("CLIPSERVE_CACHE_DIR") or Path.home() / ".cache" / "clipserve"
-    return Path(root) / "onnx"
+    return clipserve_cache_dir() / "onnx"
 
 
 def hub_offline() -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipserve.models.base import EmbeddingModel
+from clipserve.models.builtin import BUILTIN_DESCRIPTION, BUILTIN_DIM
 from clipserve.models.hashing import DEFAULT_HASH_DIM, HASH_NAME, HashModel
 from clipserve.models.hf import catalog
 from clipserve.models.precision import BACKENDS, FLOAT, check_precision
@@ -57,14 +58,7 @@ def list_models(cache_dir: str | Path | None = None) -> list[ModelInfo]:
     from clipserve.models.cache import cached_snapshot
 
     infos = [
-        ModelInfo(
-            DEFAULT_MODEL,
-            _builtin_dim(),
-            "built-in model bundled with clipserve",
-            True,
-            "built-in",
-            "en",
-        ),
+        ModelInfo(DEFAULT_MODEL, BUILTIN_DIM, BUILTIN_DESCRIPTION, True, "built-in", "en"),
         ModelInfo(
             HASH_NAME,
             DEFAULT_HASH_DIM,
@@ -137,10 +131,3 @@ def _hash_dim(name: str) -> int:
     return int(suffix)
 
 
-def _builtin_dim() -> int:
-    try:
-        from clipserve.models.builtin.model import BUILTIN_DIM  # type: ignore[attr-defined]
-
-        return int(BUILTIN_DIM)
-    except (ImportError, AttributeError):
-        return 384

@@ -3,7 +3,8 @@
 Front-ends (gRPC, HTTP, WebSocket) only decode, hand the request to the ``Dispatcher``
 (which calls :meth:`EmbeddingService.handle` and counts it), and encode. The OpenAI route
 uses the same service through its small public surface (``encode_texts``,
-``encode_images``, ``check_model_name``, ``resolve_uri``). Policies decided here:
+``encode_images``, ``check_model_name``, ``resolve_uri``, ``embedding_sizes``). Policies
+decided here:
 
 - Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; at the default ``@r``
   an empty document is embedded as the empty string, which is what ``profile()`` sends)
@@ -94,6 +95,12 @@ class EmbeddingService:
         }
 
     # ---- the public surface other front-ends build on -------------------------------
+
+    def embedding_sizes(self) -> tuple[int, ...]:
+        """The sizes an embedding may be asked for: the model's ``dim``, then the shorter
+        ones it was trained to be truncated to (``matryoshka_dims``), if any."""
+        model = self.engine.model
+        return (model.dim, *sorted(set(model.matryoshka_dims) - {model.dim}, reverse=True))
 
     def check_model_name(self, name: str | None) -> None:
         """Refuse a model name (any case) other than the served one; None passes."""

@@ -30,6 +30,7 @@ from clipserve.server.errors_map import (
     public_message,
     ws_close_code,
 )
+from clipserve.server.logs import peer_address
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 
@@ -72,6 +73,7 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.send_lock = asyncio.Lock()
         self.closed = False
+        self.peer = peer_address(websocket.client)
 
     async def run(self) -> None:
         try:
@@ -121,13 +123,15 @@ class _Session:
             return True
         except (AuthenticationError, TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, AuthenticationError) else "no credential sent"
-            self.owner.dispatcher.rejected("websocket", AuthenticationError(reason))
+            self.owner.dispatcher.rejected(
+                "websocket", AuthenticationError(reason), client=self.peer
+            )
             await self.close(1008, reason)
             return False
 
     async def _answer(self, data: bytes) -> None:
         try:
-            await self.send(await self.owner.dispatcher.reply_for(data, "websocket"))
+            await self.send(await self.owner.dispatcher.reply_for(data, "websocket", self.peer))
         except Exception as exc:  # not answered in band: the connection ends (errors_map)
             if not isinstance(exc, ClipServeError):
                 log.exception("WebSocket request failed")

@@ -99,6 +99,7 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
     assert code == 0, log
     assert "clipserve: model hash loaded (dim 512, backend none, precision float)" in log
     assert f"clipserve: {cpu_summary()}" in log  # the CPU and its verdicts, at start-up
+    assert "backend torch" not in log  # the hash model has no backend; nothing says otherwise
     assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
     assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
     assert "ws://" not in log  # websocket was left out of protocols
@@ -164,21 +165,27 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     assert doc["id"] == "held" and len(doc["embedding"]) == 512
 
 
-def test_models_lists_names_dims_and_local_weights():
+def test_models_lists_names_dims_and_local_weights(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "clipserve", "models"], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-m", "clipserve", "models", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    table, _, notes = done.stdout.partition("\n\n")
+    lines = table.splitlines()
     header = re.split(r"\s{2,}", lines[0].strip())
     assert header == ["NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION"]
-    rows = {}
+    rows, marked = {}, []
     for line in lines[1:]:
-        cells = re.split(r"\s{2,}", line.strip())
+        cells = re.split(r"\s{2,}", line[2:].strip())
         rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+        if line.startswith("* "):
+            marked.append(cells[0])
+    assert marked == ["builtin"]  # the default is marked
     assert (rows["builtin"]["DIM"], rows["builtin"]["LOCAL"]) == ("384", "yes")
+    assert "not CLIP" in rows["builtin"]["DESCRIPTION"]
     assert (rows["hash"]["DIM"], rows["hash"]["LOCAL"]) == ("512", "yes")
-    assert rows["ViT-B-32::openai"]["DIM"] == "512"
+    assert (rows["ViT-B-32::openai"]["DIM"], rows["ViT-B-32::openai"]["LOCAL"]) == ("512", "no")
     expected = {
         "ViT-B-16-SigLIP::webli": ("768", "SigLIP", "en"),
         "ViT-SO400M-14-SigLIP-384::webli": ("1152", "SigLIP", "en"),
@@ -195,6 +202,20 @@ def test_models_lists_names_dims_and_local_weights():
             dim, family, languages
         ), name
     assert rows["ViT-B-16-SigLIP::webli"]["DESCRIPTION"].endswith("google/siglip-base-patch16-224")
+    assert f"Looked for weights in {tmp_path / 'hub'}" in notes
+    assert "MiniLM-L6" in notes and "EfficientNet-Lite0" in notes
+
+
+def test_models_never_imports_torch():
+    """Listing reads dimensions from tables: no torch, transformers or onnxruntime."""
+    script = (
+        "import sys; from clipserve.cli import main; main(['models'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):

@@ -5,6 +5,7 @@ from clipserve.errors import (
     ClientTimeoutError,
     ClipServeError,
     InvalidInputError,
+    MissingDependencyError,
     ModelError,
     ModelUnavailableError,
     OverloadedError,
@@ -21,6 +22,7 @@ __all__ = [
     "ClientTimeoutError",
     "ClipServeError",
     "InvalidInputError",
+    "MissingDependencyError",
     "ModelError",
     "ModelUnavailableError",
     "OverloadedError",
@@ -31,9 +33,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):  # lazy so `import clipserve` stays cheap for the server
+def __getattr__(name: str) -> object:  # lazy: `import clipserve` stays cheap for the server
     if name == "Client":
         from clipserve.client import Client
 
+        globals()["Client"] = Client  # a plain attribute from now on
         return Client
-    raise AttributeError(name)
+    raise AttributeError(f"module 'clipserve' has no attribute {name!r}")

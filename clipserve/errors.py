@@ -10,7 +10,8 @@
      ├── RemoteError                            the server reported a failure (client side)
      │    └── PartialFailureError               some documents failed, others have results
      ├── ServerUnavailableError (ConnectionError) cannot reach the server / it went away
-     └── ClientTimeoutError (TimeoutError)      no answer within the configured timeout
+     ├── ClientTimeoutError (TimeoutError)      no answer within the configured timeout
+     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 Front-ends translate these to gRPC codes, HTTP statuses and WebSocket close codes in
 one table each; clients translate them back into this tree.
@@ -24,12 +25,16 @@ class ClipServeError(Exception):
 
 
 class InvalidInputError(ClipServeError, ValueError):
-    """A document or request cannot be processed as sent."""
+    """A document or request cannot be processed as sent. ``param`` names the request
+    field at fault where there is one (HTTP error bodies carry it, as OpenAI's do)."""
 
-    def __init__(self, message: str, doc_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, doc_id: str | None = None, *, param: str | None = None
+    ) -> None:
         super().__init__(f"document {doc_id!r}: {message}" if doc_id else message)
         self.reason = message
         self.doc_id = doc_id
+        self.param = param
 
 
 class InputRefusedError(InvalidInputError):
@@ -74,3 +79,7 @@ class ServerUnavailableError(ClipServeError, ConnectionError):
 
 class ClientTimeoutError(ClipServeError, TimeoutError):
     """The server did not answer within the configured timeout."""
+
+
+class MissingDependencyError(ClipServeError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra."""

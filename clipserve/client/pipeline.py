@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipserve.client.core import Batch, Job, Results, next_batch
 from clipserve.client.errors_map import from_error_name
 from clipserve.client.failures import is_request_level
 from clipserve.client.fetch import ImageFetcher
-from clipserve.client.progress import ProgressReporter
 from clipserve.client.response import Response
 from clipserve.client.retry import RetryPolicy, is_transient
 from clipserve.client.shrink import shrink_request
@@ -35,6 +34,9 @@ from clipserve.errors import (
     ServerUnavailableError,
 )
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+
+if TYPE_CHECKING:  # rich is imported only when a progress bar is asked for
+    from clipserve.client.progress import ProgressReporter
 
 Callback = Callable[[Response], Any]
 

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -30,7 +29,7 @@ from ray.serve import exceptions as serve_errors
 
 from clipserve.cluster.calls import CallBatcher
 from clipserve.cluster.monitor import ClusterMonitor
-from clipserve.cluster.payload import Value, unpack, values_of
+from clipserve.cluster.payload import RemoteModel, Value, unpack, values_of
 from clipserve.cluster.settings import EMBEDDER, RaySettings
 from clipserve.engine.admission import Admission
 from clipserve.engine.items import Item
@@ -50,21 +49,6 @@ REPLICA_LOST = (
 #: nothing was done, or the replica is stopping: resend as well
 RESEND = (serve_errors.BackPressureError, serve_errors.DeploymentUnavailableError)
 _POLL_S = 0.25
-
-
-@dataclass(frozen=True)
-class RemoteModel:
-    """The served model as a replica describes it (``EncodingEngine.model``)."""
-
-    name: str
-    dim: int
-    backend: str
-    precision: str
-    exact_preprocess: bool
-    model_identity: str
-
-    def identity(self) -> str:
-        return self.model_identity
 
 
 class RayEngine:
@@ -125,10 +109,7 @@ class RayEngine:
             raise RuntimeError(f"engine cannot start: it is {self._state}")
         await self.monitor.start()
         info = await self._call("info")
-        self._model = RemoteModel(
-            info["name"], info["dim"], info["backend"], info["precision"],
-            info["exact_preprocess"], info["identity"],
-        )  # fmt: skip
+        self._model = RemoteModel.from_info(info)
         self.max_batch_size = int(info["max_batch_size"])
         self.chunk_items = self.settings.call_items(self.max_batch_size)
         self._batcher = CallBatcher(

@@ -7,11 +7,16 @@ decoded on the replica, next to the model: a JPEG is ~10x smaller than its pixel
 The reply packs the outcomes: one float32 matrix of the embeddings that succeeded, and
 ``(index, error class name, reason)`` for the inputs that failed. Errors cross as names and
 text, not pickled exceptions, and are rebuilt into the same ``clipserve.errors`` classes.
+
+At start the front-end asks one replica what it serves (``model_info``) and reads it back
+into a ``RemoteModel``: name, dimension, family, score rule and the rest the service shows
+and ranks with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,8 @@ import numpy as np
 from clipserve import errors
 from clipserve.engine.items import ImageItem, Item, TextItem
 from clipserve.errors import ClipServeError, InvalidInputError, ModelError
+from clipserve.models.base import EmbeddingModel
+from clipserve.models.scoring import ScoreRule
 
 Value = str | bytes | np.ndarray
 #: (embeddings of the inputs that succeeded, [(index, error class name, reason), ...])
@@ -32,6 +39,50 @@ _REBUILT = (
     errors.ServerUnavailableError,
 )
 _ERROR_CLASSES: dict[str, type[ClipServeError]] = {cls.__name__: cls for cls in _REBUILT}
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """The served model as a replica describes it (``EncodingEngine.model``)."""
+
+    name: str
+    dim: int
+    backend: str
+    precision: str
+    exact_preprocess: bool
+    model_identity: str
+    family: str
+    languages: str
+    score_rule: ScoreRule
+    matryoshka_dims: tuple[int, ...]
+
+    def identity(self) -> str:
+        return self.model_identity
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> RemoteModel:
+        return cls(
+            info["name"], int(info["dim"]), info["backend"], info["precision"],
+            bool(info["exact_preprocess"]), info["identity"], info["family"],
+            info["languages"], ScoreRule.from_dict(info["score_rule"]),
+            tuple(info["matryoshka_dims"]),
+        )  # fmt: skip
+
+
+def model_info(model: EmbeddingModel) -> dict[str, Any]:
+    """The replica's side: what ``RemoteModel.from_info`` reads (plain values only)."""
+    return {
+        "name": model.name,
+        "dim": model.dim,
+        "backend": model.backend,
+        "precision": model.precision,
+        "exact_preprocess": model.exact_preprocess,
+        "identity": model.identity(),
+        "family": model.family,
+        "languages": model.languages,
+        "score_rule": model.score_rule.to_dict(),
+        "matryoshka_dims": list(model.matryoshka_dims),
+    }
 
 
 def values_of(items: Iterable[Item]) -> list[Value]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from clipserve.cluster.payload import Packed, Value, items_of, pack
+from clipserve.cluster.payload import Packed, Value, items_of, model_info, pack
 from clipserve.engine import Engine
 from clipserve.engine.metrics import Metrics
 from clipserve.models.runtime import THREADS_ENV
@@ -100,16 +100,7 @@ class EmbedderReplica:
         return pack(outcomes)
 
     def info(self) -> dict[str, Any]:
-        m = self.model
-        return {
-            "name": m.name,
-            "dim": m.dim,
-            "backend": m.backend,
-            "precision": m.precision,
-            "exact_preprocess": m.exact_preprocess,
-            "identity": m.identity(),
-            "max_batch_size": self.spec.max_batch_size,
-        }
+        return {**model_info(self.model), "max_batch_size": self.spec.max_batch_size}
 
     def stats(self) -> dict[str, Any]:
         """Who this replica is, and its engine's metrics (queue depth, batch sizes...)."""

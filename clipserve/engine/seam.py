@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from clipserve.engine.items import Item
+from clipserve.models.scoring import ScoreRule
 
 #: ``describe()["status"]`` values: what /health reports as the serving capacity
 CAPACITY_OK, CAPACITY_DEGRADED, CAPACITY_UNAVAILABLE = "ok", "degraded", "unavailable"
@@ -24,6 +25,12 @@ class ModelDescription(Protocol):
     backend: str
     precision: str
     exact_preprocess: bool
+    family: str
+    languages: str
+    #: how ``rank`` turns cosines into ``clip_score``
+    score_rule: ScoreRule
+    #: smaller sizes its embeddings may be cut to (OpenAI's ``dimensions``)
+    matryoshka_dims: tuple[int, ...]
 
     def identity(self) -> str:
         """What decides its embeddings (the embedding cache's key)."""

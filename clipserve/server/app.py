@@ -200,7 +200,8 @@ class ClipServer:
             # installed (clipserve[ray] brings it), and the server should not change with that
             http="h11",
             log_level="warning",
-            access_log=False,
+            log_config=None,  # uvicorn's records go through clipserve's log format
+            access_log=False,  # clipserve writes its own (--access-log), for every protocol
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             ws_max_size=config.grpc_max_message_mb * MiB,

@@ -1,7 +1,8 @@
 """What every front-end does with one request, written once: parse bytes, hand the request
 to ``EmbeddingService.handle`` (or an OpenAI body to ``openai_embeddings``), count it in the
-metrics, and turn request-level errors into an ERROR reply where the protocol answers them
-in band. What an error means on each protocol is the table in ``errors_map``."""
+metrics, write its access-log line (``logs.access``, when switched on), and turn
+request-level errors into an ERROR reply where the protocol answers them in band. What an
+error means on each protocol is the table in ``errors_map``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import ClipServeError, InvalidInputError
-from clipserve.server import openai_embeddings
+from clipserve.server import logs, openai_embeddings
 from clipserve.server.errors_map import error_name, in_band, metric_label, public_message
 from clipserve.server.service import Answer, EmbeddingService
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, HeaderProto
@@ -35,41 +36,49 @@ class Dispatcher:
         self.service = service
         self.metrics = metrics
 
-    async def answer(self, request: DataRequestProto, protocol: str) -> DataRequestProto:
-        """The reply for ``request``; request-level errors propagate to the front-end."""
+    async def answer(
+        self, request: DataRequestProto, protocol: str, client: str = ""
+    ) -> DataRequestProto:
+        """The reply for ``request``; request-level errors propagate to the front-end.
+        ``client`` (the peer's address) only goes to the access log."""
         if not request.header.request_id:
             request.header.request_id = uuid.uuid4().hex
         work = self.service.handle(request)
-        answer = await self._counted(protocol, _endpoint_label(request), work, _documents_of)
+        endpoint = _endpoint_label(request)
+        answer = await self._counted(protocol, endpoint, work, _documents_of, client)
         return answer.reply
 
-    async def answer_openai(self, body: Any, protocol: str = "http") -> dict[str, Any]:
+    async def answer_openai(
+        self, body: Any, protocol: str = "http", client: str = ""
+    ) -> dict[str, Any]:
         """The reply to an OpenAI-style ``/v1/embeddings`` body (see ``openai_embeddings``)."""
         work = openai_embeddings.embed(self.service, body)
-        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in)
+        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in, client)
 
-    async def reply_for(self, data: bytes, protocol: str) -> DataRequestProto:
+    async def reply_for(self, data: bytes, protocol: str, client: str = "") -> DataRequestProto:
         """Parse and answer one serialized request. Errors ``protocol`` answers in band
         become an ERROR reply; the others raise, for the front-end to end the call or close
         the connection; so does a malformed message without a request id to answer."""
         try:
             request = parse_request(data)
         except InvalidInputError as exc:
-            self.rejected(protocol, exc)
+            self.rejected(protocol, exc, client=client)
             request_id = getattr(exc, "request_id", None)
             if request_id is None:  # nothing the client could match a reply to
                 raise
             return error_reply(request_id, exc)
         try:
-            return await self.answer(request, protocol)
+            return await self.answer(request, protocol, client)
         except Exception as exc:
             if in_band(exc, protocol):
                 return error_reply(request, exc)
             raise
 
-    def rejected(self, protocol: str, exc: BaseException, endpoint: str = "other") -> None:
-        """Count a request refused before the service saw it."""
-        self.metrics.requests.labels(protocol, endpoint, metric_label(exc)).inc()
+    def rejected(
+        self, protocol: str, exc: BaseException, endpoint: str = "other", client: str = ""
+    ) -> None:
+        """Count (and access-log) a request refused before the service saw it."""
+        self._record(protocol, endpoint, metric_label(exc), 0, None, client)
 
     async def _counted(
         self,
@@ -77,6 +86,7 @@ class Dispatcher:
         endpoint: str,
         work: Awaitable[T],
         documents: Callable[[T], tuple[int, int]],
+        client: str,
     ) -> T:
         """Await ``work`` and count it: one request with its status, its documents
         (``documents(result)`` gives how many were answered and how many of them failed)
@@ -85,19 +95,34 @@ class Dispatcher:
         try:
             result = await work
         except BaseException as exc:
+            elapsed = time.perf_counter() - started
             if isinstance(exc, Exception) and not isinstance(exc, ClipServeError):
                 log.exception("%s request to %s failed", protocol, endpoint)
-            self.rejected(protocol, exc, endpoint)
+            self._record(protocol, endpoint, metric_label(exc), 0, elapsed, client)
             raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
+        elapsed = time.perf_counter() - started
         total, failed = documents(result)
-        self.metrics.requests.labels(protocol, endpoint, "partial" if failed else "ok").inc()
+        status = "partial" if failed else "ok"
+        self._record(protocol, endpoint, status, total, elapsed, client)
         self.metrics.documents.labels(protocol, endpoint, "ok").inc(total - failed)
         if failed:
             self.metrics.documents.labels(protocol, endpoint, "error").inc(failed)
         return result
+
+    def _record(
+        self,
+        protocol: str,
+        endpoint: str,
+        status: str,
+        documents: int,
+        elapsed: float | None,
+        client: str,
+    ) -> None:
+        self.metrics.requests.labels(protocol, endpoint, status).inc()
+        if elapsed is not None:
+            self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
+        if logs.ACCESS.isEnabledFor(logging.INFO):
+            logs.access(protocol, endpoint, status, documents, elapsed, client)
 
 
 def error_reply(source: DataRequestProto | str | None, exc: BaseException) -> DataRequestProto:

@@ -15,8 +15,10 @@ failed call alike):
   server as a whole end the call with a status code: UNAUTHENTICATED (before anything is
   read), RESOURCE_EXHAUSTED (queues full: retry later), UNAVAILABLE (shutting down).
 * HTTP: every error is a non-2xx status (413 for a body above the limit) with a JSON body
-  ``{"error": {"type", "message"}, "header": {"status": {"code": 1, "description"}}}``
-  (the ``header`` part lets jina's client show the reason on 503). Per-document failures
+  ``{"error": {"message", "type", "param", "code"}, "header": {"status": {"code": 1,
+  "description"}}}``: OpenAI's shape (``type`` is the error's class name, ``param`` the
+  request field at fault or null, ``code`` the metric label) plus a ``header`` that lets
+  jina's client show the reason on 503. Per-document failures
   inside a valid request are a 200 reply whose status is ERROR, like gRPC.
 * WebSocket: a request-level error, overload included, is an in-band ERROR reply
   (``OverloadedError`` keeps its name; description starts with ``overloaded:``).
@@ -51,6 +53,10 @@ class BodyTooLargeError(InputRefusedError):
     """An HTTP request body above the configured limit."""
 
 
+class ModelNotFoundError(InvalidInputError):
+    """An OpenAI-style lookup (``GET /v1/models/{model}``) of a model not served here."""
+
+
 class Meaning(NamedTuple):
     """What one kind of error means on each front-end."""
 
@@ -76,6 +82,7 @@ _TABLE: dict[type[BaseException], tuple[str, int, grpc.StatusCode, int, bool, bo
     ServerUnavailableError: ("error",           503, Code.UNAVAILABLE,        1001, False, False),
     ModelUnavailableError:  ("error",           503, Code.UNAVAILABLE,        1011, True, True),
     BodyTooLargeError:      ("refused",         413, Code.INVALID_ARGUMENT,   1007, True, True),
+    ModelNotFoundError:     ("invalid",         404, Code.NOT_FOUND,          1007, True, True),
     InputRefusedError:      ("refused",         400, Code.INVALID_ARGUMENT,   1007, True, True),
     InvalidInputError:      ("invalid",         400, Code.INVALID_ARGUMENT,   1007, True, True),
     ModelError:             ("error",           500, Code.INTERNAL,           1011, True, True),
@@ -134,7 +141,10 @@ def error_name(exc: BaseException) -> str:
 
 def http_error_body(exc: BaseException) -> dict[str, object]:
     message = public_message(exc)
-    return {
-        "error": {"type": error_name(exc), "message": message},
-        "header": {"status": {"code": 1, "description": message}},
+    error = {
+        "message": message,
+        "type": error_name(exc),
+        "param": getattr(exc, "param", None),
+        "code": metric_label(exc),
     }
+    return {"error": error, "header": {"status": {"code": 1, "description": message}}}

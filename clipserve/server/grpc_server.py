@@ -23,6 +23,7 @@ from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher
 from clipserve.server.errors_map import grpc_status, public_message
 from clipserve.server.limits import MiB
+from clipserve.server.logs import peer_address
 from clipserve.server.tls import TlsFiles
 from clipserve.wire import GRPC_SERVICE, DataRequestProto
 
@@ -105,6 +106,7 @@ class GrpcFrontend:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
         limit = _prefetch_limit(context.invocation_metadata(), self.max_inflight)
+        peer = peer_address(context.peer())
         slots = asyncio.Semaphore(limit)
         replies: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
@@ -114,7 +116,7 @@ class GrpcFrontend:
             # reading also stops the server from taking (and buffering) more requests
             assert self.dispatcher is not None, "start() sets the dispatcher before serving"
             try:
-                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc"))
+                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc", peer))
             except Exception as exc:  # errors that end the call (overload, shutdown)
                 replies.put_nowait(exc)
 

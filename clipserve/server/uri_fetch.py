@@ -34,14 +34,16 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
-
-import httpx
 
 from clipserve.errors import InputRefusedError, InvalidInputError
 from clipserve.server.limits import MiB
 from clipserve.wire.data_uri import decode_data_uri
 from clipserve.wire.data_uri import shorten_uri as describe
+
+if TYPE_CHECKING:  # httpx loads with the first fetch: `clipserve --help` does not need it
+    import httpx
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -226,6 +228,8 @@ def _check_url(url: str, policy: UriPolicy) -> tuple[str, str, int]:
 
 
 async def _fetch_remote(uri: str, policy: UriPolicy) -> bytes:
+    import httpx
+
     url = uri
     timeout = httpx.Timeout(policy.timeout_s)
     async with httpx.AsyncClient(

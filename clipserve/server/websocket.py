@@ -33,6 +33,7 @@ from clipserve.server.errors_map import (
     public_message,
     ws_close_code,
 )
+from clipserve.server.logs import peer_address
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, StatusProto
 
@@ -80,6 +81,7 @@ class _Session:
         self.sent_error = False
         #: after the end of input, waiting for the client to close (see the module docstring)
         self.lingering = False
+        self.peer = peer_address(websocket.client)
 
     async def run(self) -> None:
         try:
@@ -131,13 +133,15 @@ class _Session:
             return True
         except (AuthenticationError, TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, AuthenticationError) else "no credential sent"
-            self.owner.dispatcher.rejected("websocket", AuthenticationError(reason))
+            self.owner.dispatcher.rejected(
+                "websocket", AuthenticationError(reason), client=self.peer
+            )
             await self.close(1008, reason)
             return False
 
     async def _answer(self, data: bytes) -> None:
         try:
-            await self.send(await self.owner.dispatcher.reply_for(data, "websocket"))
+            await self.send(await self.owner.dispatcher.reply_for(data, "websocket", self.peer))
         except Exception as exc:  # not answered in band: the connection ends (errors_map)
             if not isinstance(exc, ClipServeError):
                 log.exception("WebSocket request failed")

@@ -57,6 +57,31 @@ def test_autoscaling_flags_merge_over_the_yaml_section(tmp_path: Path) -> None:
     assert options["max_ongoing_requests"] == 4 and "num_replicas" not in options
 
 
+def test_every_ray_flag_is_also_a_clipserve_variable_and_flags_win() -> None:
+    environ = {
+        "CLIPSERVE_RAY": "local", "CLIPSERVE_RAY_NUM_GPUS": "1", "CLIPSERVE_RAY_KEEP_APP": "yes",
+        "CLIPSERVE_RAY_MIN_REPLICAS": "1", "CLIPSERVE_RAY_MAX_REPLICAS": "4",
+        "CLIPSERVE_RAY_DEPLOY": "attach",
+    }  # fmt: skip
+    args = build_parser().parse_args(["serve", "--ray-max-replicas", "6"])
+    settings = ray_settings_of(config_from_args(args, environ))
+    assert settings is not None and settings.address == "local" and settings.keep_app
+    assert settings.deploy == "attach" and settings.ray_actor_options == {"num_gpus": 1.0}
+    assert settings.autoscaling_config == {"min_replicas": 1, "max_replicas": 6}
+    with pytest.raises(ValueError, match="CLIPSERVE_RAY_DEPLOY"):
+        config_from_args(build_parser().parse_args(["serve"]), {"CLIPSERVE_RAY_DEPLOY": "x"})
+
+
+def test_serve_help_shows_the_ray_group() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "clipserve", "serve", "--help"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    group = done.stdout.split("Ray cluster:", 1)[1]
+    for flag in ("--ray ADDRESS", "--ray-deploy", "--ray-min-replicas", "--ray-num-gpus"):
+        assert flag in group, flag
+
+
 def test_bad_ray_settings_are_refused_with_their_name() -> None:
     with pytest.raises(ValueError, match="unknown ray setting.*replica_count"):
         RaySettings.from_mapping({"address": "auto", "replica_count": 2})

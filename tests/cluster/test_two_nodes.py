@@ -162,6 +162,49 @@ def test_the_embedding_cache_sits_in_front_of_the_cluster(two_nodes: TwoNodes, s
     assert health["cache"]["enabled"] and health["replicas"] == {"wanted": 2, "running": 2}
 
 
+def test_a_family_model_runs_on_replicas_on_both_nodes(
+    two_nodes: TwoNodes, png: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A dual-encoder family (a tiny random SigLIP checkpoint, loaded by path through the
+    registry on each replica): embeddings equal the model in this process, and /health and
+    /rank follow the family (its languages, its sigmoid score rule) as a single process does."""
+    from clipserve.models.registry import load_model
+    from tests.models.family_testkit import save_siglip
+
+    directory = save_siglip(tmp_path_factory.mktemp("siglip") / "model")
+    model = load_model(str(directory))
+    texts = ["a photo of a cat", "Two dogs playing in the snow!", *TEXTS[:30]]
+    config = ray_config(
+        two_nodes, "siglip", model=str(directory), num_replicas=2, max_replicas_per_node=1
+    )
+    with front_end(config) as (server, _):
+        assert {r["node_id"] for r in running_replicas("siglip")} == two_nodes.node_ids()
+        image = "data:image/png;base64," + base64.b64encode(png).decode()
+        with Client(server.urls["http"]) as client:
+            out = client.encode([*texts, image], batch_size=8)
+        health = httpx.get(server.urls["http"] + "/health", timeout=30).json()
+        query = {"id": "photo", "blob": base64.b64encode(png).decode(), "matches": [
+            {"id": f"t{i}", "text": text} for i, text in enumerate(texts[:2])
+        ]}  # fmt: skip
+        reply = httpx.post(server.urls["http"] + "/rank", json={"data": [query]}, timeout=60)
+    expected = np.concatenate([model.encode_texts(texts), model.encode_images([png])])
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert (health["family"], health["languages"], health["dim"]) == (
+        model.family, model.languages, model.dim
+    )  # fmt: skip
+    assert health["clip_score"] == model.score_rule.describe() and "sigmoid" in health["clip_score"]
+    assert reply.status_code == 200, reply.text
+    unit = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    cosines = unit[:2] @ unit[-1]
+    scores = model.score_rule.scores(cosines)
+    for match in reply.json()["data"][0]["matches"]:
+        assert match["scores"]["clip_score"]["op_name"] == "sigmoid"
+        assert match["scores"]["clip_score"]["value"] == pytest.approx(
+            scores[int(match["id"][1:])], abs=1e-5
+        )
+    model.close()
+
+
 def test_the_cli_says_which_cluster_it_joined(
     two_nodes: TwoNodes, spread: Any, tmp_path: Path
 ) -> None:

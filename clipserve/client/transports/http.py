@@ -15,7 +15,7 @@ import httpx
 
 from clipserve.client.errors_map import from_http
 from clipserve.client.jsonreply import reply_from_json, request_to_json_body
-from clipserve.client.transports.base import Transport, TransportOptions
+from clipserve.client.transports.base import Transport, TransportOptions, os_reason
 from clipserve.errors import ClientTimeoutError, RemoteError, ServerUnavailableError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.messages import endpoint_of
@@ -157,9 +157,8 @@ class HttpTransport(Transport):
         raise RemoteError(f"{url}: HTTP reply is not a jina DataRequest: {str(body)[:200]}")
 
     def _unavailable(self, exc: Exception) -> ServerUnavailableError:
-        kind = type(exc).__name__
         return ServerUnavailableError(
-            f"cannot reach HTTP server {self.options.address.url}: {kind} {exc}"
+            f"cannot reach HTTP server {self.options.address.url}: {os_reason(exc)}"
         )
 
     async def stream(
@@ -231,6 +230,9 @@ def _detail(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300]
     if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):  # clipserve's and OpenAI's shape
+            return str(error["message"])[:300]
         for key in ("detail", "error", "message", "description"):
             if body.get(key):
                 return str(body[key])[:300]

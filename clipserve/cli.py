@@ -151,12 +151,20 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--fetch-uris",
-        action="store_true",
-        help="let the server fetch http(s) image URIs (default: never; data: URIs always work)",
+        action=argparse.BooleanOptionalAction,
+        help="fetch the public http(s) image URLs documents name (default: on; "
+        "--no-fetch-uris turns it off; data: URIs always work)",
     )
     p.add_argument(
         "--uri-allowed-hosts",
-        help="with --fetch-uris: comma-separated hosts ('*.example.com' for subdomains)",
+        help="fetch URIs only from these comma-separated hosts ('*.example.com' for "
+        "subdomains; default: any public host)",
+    )
+    p.add_argument(
+        "--uri-allow-private",
+        action="store_true",
+        help="also fetch from loopback, private and link-local addresses (an image store on "
+        "10.x, say); cloud metadata addresses stay refused (default: off)",
     )
     p.add_argument("--port-file", help='write {"grpc": port, "http": port} here once ready')
     p.add_argument(
@@ -188,8 +196,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if "max_docs_per_request" in values:
         values["limits"] = {"max_docs_per_request": values.pop("max_docs_per_request")}
     uri_policy: dict[str, Any] = {}
-    if values.pop("fetch_uris", False):
-        uri_policy["enabled"] = True
+    if "fetch_uris" in values:
+        uri_policy["enabled"] = values.pop("fetch_uris")
+    if values.pop("uri_allow_private", False):
+        uri_policy["allow_private"] = True
     if "uri_allowed_hosts" in values:
         hosts = values.pop("uri_allowed_hosts").split(",")
         uri_policy["allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())

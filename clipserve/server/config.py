@@ -26,7 +26,7 @@ from typing import Any
 
 from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS
 from clipserve.server.limits import Limits
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 
 PROTOCOLS = ("grpc", "http", "websocket")
 AUTH_TOKEN_ENV = "CLIPSERVE_AUTH_TOKEN"
@@ -76,7 +76,8 @@ class ServerConfig:
     port_file: str | None = None
     #: ``Limits`` or a mapping of its fields (YAML); None: its defaults
     limits: Limits | Mapping[str, Any] | None = None
-    #: ``UriPolicy`` or a mapping of its fields (YAML); None: never fetch (data: URIs work)
+    #: ``UriPolicy`` or a mapping of its fields (YAML); None: its defaults (public http(s)
+    #: addresses are fetched, nothing private, no local files; data: URIs always work)
     uri_policy: UriPolicy | Mapping[str, Any] | None = None
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)

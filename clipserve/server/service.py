@@ -41,7 +41,7 @@ from clipserve.server.documents import (
     reason,
 )
 from clipserve.server.limits import Limits
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 from clipserve.wire import DataRequestProto, DocumentProto
 from clipserve.wire.messages import (
     ENDPOINTS,

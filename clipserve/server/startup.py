@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
 from clipserve.server.limits import Limits
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 
 T = TypeVar("T")
 

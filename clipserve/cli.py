@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,6 +30,8 @@ from clipserve.server.config import (
 
 DEFAULTS = ServerConfig()
 log = logging.getLogger("clipserve.server")
+#: exit status of ``serve --exit-on-stuck`` when the engine turned unhealthy (EX_SOFTWARE)
+EXIT_STUCK = 70
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +121,25 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         help="seconds a request waits for room in a full queue before it is refused "
         f"(default: {d.max_queue_wait_s:g}; 0: refuse at once)",
+    )
+    p.add_argument(
+        "--max-queue-image-mb",
+        type=float,
+        help="MiB of images (encoded files, tensors) admitted and unanswered; bounds memory "
+        f"under big photos (default: {d.max_queue_image_mb:g})",
+    )
+    p.add_argument(
+        "--forward-timeout-s",
+        type=float,
+        help="a forward pass running longer makes the server unhealthy (503 / gRPC "
+        "NOT_SERVING, calls fail fast) until it returns; 0: no watchdog "
+        f"(default: {d.forward_timeout_s:g})",
+    )
+    p.add_argument(
+        "--exit-on-stuck",
+        action="store_true",
+        help=f"exit with status {EXIT_STUCK} when the server turns unhealthy (a stuck pass, "
+        "a dead inference thread), for a supervisor to restart it (default: off)",
     )
     p.add_argument("--replicas", type=int, help=f"inference threads (default: {d.replicas})")
     p.add_argument(
@@ -232,7 +255,15 @@ async def _serve(config: ServerConfig) -> int:
         return 0
     starting.result()  # start-up failed: raise its error
     log.info("clipserve: ready")
-    await stopping
+    fatal = asyncio.ensure_future(server.fatal.wait())
+    await asyncio.wait({stopping, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    if fatal.done():  # --exit-on-stuck: stop taking work, then exit non-zero at once
+        log.error("clipserve: unhealthy (%s); exiting with status %d (--exit-on-stuck)",
+                  server.fatal_reason, EXIT_STUCK)  # fmt: skip
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(server.stop(), config.shutdown_grace_s + 5)
+        return EXIT_STUCK
+    fatal.cancel()
     log.info("clipserve: shutting down, draining in-flight requests")
     await server.stop()
     log.info("clipserve: stopped")
@@ -304,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
     )
     try:
-        return asyncio.run(_serve(config))
+        code = asyncio.run(_serve(config))
     except KeyboardInterrupt:
         return 0
     except Exception as exc:
@@ -312,6 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"clipserve: error: {exc}", file=sys.stderr)
             return 1
         raise
+    if code == EXIT_STUCK:  # a stuck pass cannot be interrupted: do not wait for its thread
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

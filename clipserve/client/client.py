@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from clipserve.client import profile as profiling
-from clipserve.client.core import Job, Results, endpoint_for, next_batch, plan_job
+from clipserve.client.core import (
+    Job,
+    Results,
+    endpoint_for,
+    next_batch,
+    plan_job,
+    set_request_timeout,
+)
 from clipserve.client.errors_map import from_error_name
 from clipserve.client.fetch import ImageFetcher
 from clipserve.client.pipeline import Callback, Pipeline
@@ -116,6 +123,7 @@ class Client:
             verify=verify,
             prefetch=prefetch,
             http_format=http_format,
+            request_timeout=timeout,
         )
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
             weakref.WeakKeyDictionary()
@@ -253,6 +261,7 @@ class Client:
 
     async def _roundtrip(self, request: DataRequestProto) -> DataRequestProto | None:
         """Send one request on its own stream; the first reply, if any."""
+        set_request_timeout(request, self.timeout)
         async with contextlib.aclosing(self._transport().stream(_once(request))) as replies:
             return await anext(replies, None)
 

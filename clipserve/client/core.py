@@ -12,6 +12,7 @@ document id.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -175,6 +176,13 @@ def parse_failure_description(description: str) -> dict[str, str]:
     if not sep or " of " not in head:
         return {}
     return {m.group(1): m.group(2) for m in _FAILED_DOC.finditer(listed)}
+
+
+def set_request_timeout(request: DataRequestProto, seconds: float | None) -> None:
+    """Tell the server the request's deadline: ``header.timeout``, in milliseconds from its
+    arrival (jina's field); the server drops the request once it has passed."""
+    if seconds is not None:
+        request.header.timeout = min(math.ceil(seconds * 1000), 2**32 - 1)
 
 
 def is_request_level(reply: DataRequestProto) -> bool:

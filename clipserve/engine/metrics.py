@@ -47,8 +47,22 @@ class Metrics:
         )
         self.items = Counter(
             "clipserve_items",
-            "Items the engine finished, by outcome (ok, invalid, model_error, cancelled, stopped).",
+            "Items the engine finished, by outcome (ok, invalid, model_error, cancelled, "
+            "expired, unhealthy, stopped).",
             ["modality", "outcome"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "clipserve_dropped_items",
+            "Items dropped before any forward pass because their caller could no longer use "
+            "the answer, by reason (deadline, cancelled: the caller left, unhealthy).",
+            ["modality", "reason"],
+            registry=registry,
+        )
+        self.healthy = Gauge(
+            "clipserve_engine_healthy",
+            "1 while the engine is healthy; 0 while a forward pass is stuck or an inference "
+            "thread is dead.",
             registry=registry,
         )
         self.forward_latency = Histogram(

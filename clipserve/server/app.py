@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from clipserve.engine import Engine
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.auth import TokenAuth
@@ -79,6 +80,11 @@ class ClipServer:
         self.http_port: int | None = None
         self._http_socket: socket.socket | None = None
         self._stopped = False
+        #: set when the engine turns unhealthy under ``exit_on_stuck``: the process owner
+        #: (``clipserve serve``) stops and exits non-zero; ``fatal_reason`` says why
+        self.fatal = asyncio.Event()
+        self.fatal_reason: str | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -139,12 +145,15 @@ class ClipServer:
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             max_queue_items=config.max_queue_items,
+            max_queue_image_mb=config.max_queue_image_mb,
             max_queue_wait_s=config.max_queue_wait_s,
             replicas=config.replicas,
             preprocess_workers=config.preprocess_workers,
+            forward_timeout_s=config.forward_timeout_s or None,
             metrics=self.metrics,
         )
         await self.engine.start()
+        self.engine.health.subscribe(self._health_changed)
         self.service = EmbeddingService(
             self.engine,
             model_name=model.name,
@@ -195,6 +204,17 @@ class ClipServer:
                 self._uvicorn_task.result()
                 raise OSError(f"the HTTP server on port {self.http_port} did not start")
             await asyncio.sleep(0.01)
+
+    def _health_changed(self, health: EngineHealth) -> None:
+        """The engine turned unhealthy or recovered: gRPC health follows (HTTP health
+        routes read it on each request); under ``exit_on_stuck`` the server is done."""
+        if self.grpc is not None and not self._stopped:
+            task = asyncio.ensure_future(self.grpc.set_serving(health.ok))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if not health.ok and self.config.exit_on_stuck and not self.fatal.is_set():
+            self.fatal_reason = health.reason
+            self.fatal.set()
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish (``shutdown_grace_s``), stop.

@@ -65,6 +65,14 @@ class ServerConfig:
     #: seconds a call that does not fit in the queue waits for room before it is refused
     #: (a burst becomes latency, not errors; 0 refuses at once)
     max_queue_wait_s: float = 30.0
+    #: MiB of image bytes (encoded files, tensors) admitted and unanswered: bounds memory
+    #: under big photos where ``max_queue_items`` alone would not (docs/reliability.md)
+    max_queue_image_mb: float = 512.0
+    #: a forward pass running longer makes the server unhealthy (503 / NOT_SERVING) until
+    #: it returns; 0 turns the watchdog off
+    forward_timeout_s: float = 300.0
+    #: exit (status 70) when the server turns unhealthy, for a supervisor to restart it
+    exit_on_stuck: bool = False
     replicas: int = 1
     preprocess_workers: int = 2
     grpc_max_message_mb: int = 256
@@ -118,6 +126,10 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:
             raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
+        if self.forward_timeout_s < 0 or self.max_queue_image_mb <= 0:
+            raise ValueError("forward_timeout_s must be >= 0 and max_queue_image_mb > 0")
+        if self.exit_on_stuck and not self.forward_timeout_s:
+            raise ValueError("exit_on_stuck needs the watchdog: set forward_timeout_s > 0")
 
     @property
     def tls(self) -> bool:

@@ -1,28 +1,68 @@
 """What every front-end does with one request, written once: parse bytes, hand the request
-to ``EmbeddingService.handle`` (or an OpenAI body to ``openai_embeddings``), count it in the
-metrics, and turn request-level errors into an ERROR reply where the protocol answers them
-in band. What an error means on each protocol is the table in ``errors_map``."""
+to ``EmbeddingService.handle`` (or an OpenAI body to ``openai_embeddings``) under the
+caller's deadline, count it in the metrics, and turn request-level errors into an ERROR
+reply where the protocol answers them in band. What an error means on each protocol is the
+table in ``errors_map``.
+
+Deadlines: a ``Caller`` carries the deadline its front-end knows (a gRPC call's deadline, an
+HTTP ``X-Request-Timeout`` header); a request's own ``header.timeout`` (milliseconds, from
+its arrival) may shorten it. Work still unanswered at the deadline is cancelled (its queued
+items are dropped before any forward pass) and the request fails with
+``DeadlineExceededError``, counted with status ``expired``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
+from clipserve.engine.deadline import deadline_scope, earliest, expired
 from clipserve.engine.metrics import METRICS, Metrics
-from clipserve.errors import ClipServeError, InvalidInputError
+from clipserve.errors import ClipServeError, DeadlineExceededError, InvalidInputError
 from clipserve.server import openai_embeddings
-from clipserve.server.errors_map import error_name, in_band, metric_label, public_message
+from clipserve.server.errors_map import (
+    error_name,
+    in_band,
+    metric_label,
+    public_message,
+    retry_after,
+)
 from clipserve.server.service import Answer, EmbeddingService
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, HeaderProto
-from clipserve.wire.messages import ENDPOINTS, OPENAI_ENDPOINT, endpoint_of, set_error
+from clipserve.wire.messages import (
+    ENDPOINTS,
+    OPENAI_ENDPOINT,
+    endpoint_of,
+    set_error,
+    set_retry_after,
+)
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, as its front-end knows it: the deadline after which it cannot
+    use the answer (``time.monotonic()``; None: none) and when the request arrived."""
+
+    deadline: float | None = None
+    arrival: float = field(default_factory=time.monotonic)
+
+
+def request_deadline(request: DataRequestProto, caller: Caller) -> float | None:
+    """The caller's deadline, shortened by the request's ``header.timeout`` (ms)."""
+    own = None
+    if request.header.HasField("timeout") and request.header.timeout > 0:
+        own = caller.arrival + request.header.timeout / 1000.0
+    return earliest(caller.deadline, own)
 
 
 class Dispatcher:
@@ -35,20 +75,30 @@ class Dispatcher:
         self.service = service
         self.metrics = metrics
 
-    async def answer(self, request: DataRequestProto, protocol: str) -> DataRequestProto:
+    async def answer(
+        self, request: DataRequestProto, protocol: str, caller: Caller | None = None
+    ) -> DataRequestProto:
         """The reply for ``request``; request-level errors propagate to the front-end."""
+        caller = caller or Caller()
         if not request.header.request_id:
             request.header.request_id = uuid.uuid4().hex
+        deadline = request_deadline(request, caller)
+        endpoint = _endpoint_label(request)
         work = self.service.handle(request)
-        answer = await self._counted(protocol, _endpoint_label(request), work, _documents_of)
+        answer = await self._counted(protocol, endpoint, work, _documents_of, deadline)
         return answer.reply
 
-    async def answer_openai(self, body: Any, protocol: str = "http") -> dict[str, Any]:
+    async def answer_openai(
+        self, body: Any, protocol: str = "http", caller: Caller | None = None
+    ) -> dict[str, Any]:
         """The reply to an OpenAI-style ``/v1/embeddings`` body (see ``openai_embeddings``)."""
+        caller = caller or Caller()
         work = openai_embeddings.embed(self.service, body)
-        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in)
+        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in, caller.deadline)
 
-    async def reply_for(self, data: bytes, protocol: str) -> DataRequestProto:
+    async def reply_for(
+        self, data: bytes, protocol: str, caller: Caller | None = None
+    ) -> DataRequestProto:
         """Parse and answer one serialized request. Errors ``protocol`` answers in band
         become an ERROR reply; the others raise, for the front-end to end the call or close
         the connection; so does a malformed message without a request id to answer."""
@@ -61,7 +111,7 @@ class Dispatcher:
                 raise
             return error_reply(request_id, exc)
         try:
-            return await self.answer(request, protocol)
+            return await self.answer(request, protocol, caller)
         except Exception as exc:
             if in_band(exc, protocol):
                 return error_reply(request, exc)
@@ -77,16 +127,19 @@ class Dispatcher:
         endpoint: str,
         work: Awaitable[T],
         documents: Callable[[T], tuple[int, int]],
+        deadline: float | None = None,
     ) -> T:
-        """Await ``work`` and count it: one request with its status, its documents
-        (``documents(result)`` gives how many were answered and how many of them failed)
-        and its latency."""
+        """Await ``work`` until ``deadline`` and count it: one request with its status, its
+        documents (``documents(result)`` gives how many were answered and how many of them
+        failed) and its latency."""
         started = time.perf_counter()
         try:
-            result = await work
+            result = await _before(deadline, work)
         except BaseException as exc:
             if isinstance(exc, Exception) and not isinstance(exc, ClipServeError):
                 log.exception("%s request to %s failed", protocol, endpoint)
+            if not isinstance(exc, Exception) and expired(deadline):
+                exc = DeadlineExceededError("cancelled at its deadline")  # counted expired
             self.rejected(protocol, exc, endpoint)
             raise
         finally:
@@ -100,6 +153,31 @@ class Dispatcher:
         return result
 
 
+async def _before(deadline: float | None, work: Awaitable[T]) -> T:
+    """``work``'s result, unless ``deadline`` passes first: then ``work`` is cancelled
+    (its queued engine items are dropped) and ``DeadlineExceededError`` raised. The
+    engine reads the deadline too (``deadline_scope``), so work it has not started is
+    dropped there as soon as the deadline passes."""
+    with deadline_scope(deadline):
+        if deadline is None:
+            return await work
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if asyncio.iscoroutine(work):
+                work.close()
+            raise DeadlineExceededError(
+                "the caller's deadline had passed when the request arrived; it was dropped"
+            )
+        try:
+            return await asyncio.wait_for(work, remaining)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            if not expired(deadline):
+                raise
+            raise DeadlineExceededError(
+                "the caller's deadline passed before the request was answered; its work was dropped"
+            ) from exc
+
+
 def error_reply(source: DataRequestProto | str | None, exc: BaseException) -> DataRequestProto:
     """An ERROR reply for a request (or a bare request id) that could not be answered."""
     reply = DataRequestProto()
@@ -110,6 +188,9 @@ def error_reply(source: DataRequestProto | str | None, exc: BaseException) -> Da
     elif source:
         reply.header.request_id = source
     set_error(reply, public_message(exc), error_name(exc))
+    seconds = retry_after(exc)
+    if seconds is not None:
+        set_retry_after(reply, seconds)
     return reply
 
 

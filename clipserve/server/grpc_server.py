@@ -4,7 +4,9 @@ plus the standard ``grpc.health.v1.Health`` service.
 Per stream, one reader task takes requests off the wire and starts one task per request
 (at most ``max_inflight`` at once, lowered by the client's ``__prefetch__`` hint); the
 handler itself is the single writer, sending replies as they finish (any order). After
-the client half-closes and the last reply is written, the call ends OK.
+the client half-closes and the last reply is written, the call ends OK. A call's deadline
+(``timeout=`` in a gRPC client) is every request's deadline: work still queued when it
+passes is dropped before any forward pass.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clipserve.errors import AuthenticationError
 from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher
+from clipserve.server.dispatch import Caller, Dispatcher
 from clipserve.server.errors_map import grpc_status, public_message
 from clipserve.server.limits import MiB
 from clipserve.server.tls import TlsFiles
@@ -29,6 +32,9 @@ from clipserve.wire import GRPC_SERVICE, DataRequestProto
 log = logging.getLogger("clipserve.server")
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _END = object()
+#: our deadline for a call runs this much ahead of grpc's own, so a request still waiting
+#: at the deadline is answered (DeadlineExceededError) and counted before grpc cancels it
+DEADLINE_LEAD_S = 0.02
 #: how long a refused (unauthenticated) stream is read before the call ends
 REFUSED_READ_S = 5.0
 
@@ -105,6 +111,8 @@ class GrpcFrontend:
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
         limit = _prefetch_limit(context.invocation_metadata(), self.max_inflight)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_LEAD_S
         slots = asyncio.Semaphore(limit)
         replies: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
@@ -114,7 +122,8 @@ class GrpcFrontend:
             # reading also stops the server from taking (and buffering) more requests
             assert self.dispatcher is not None, "start() sets the dispatcher before serving"
             try:
-                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc"))
+                caller = Caller(deadline=deadline)
+                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc", caller))
             except Exception as exc:  # errors that end the call (overload, shutdown)
                 replies.put_nowait(exc)
 

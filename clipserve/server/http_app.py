@@ -9,7 +9,9 @@ JavaScript client at ``/static/clipserve.js`` (``clipserve.web``).
 Bodies are JSON (jina's shape, see ``clipserve.wire.json_codec``) or, with
 ``Content-Type: application/x-protobuf``, a serialized ``DataRequestProto``; the reply is
 protobuf when the request says ``Accept: application/x-protobuf``, JSON otherwise.
-Errors are JSON with a non-2xx status (table in ``errors_map``).
+Errors are JSON with a non-2xx status (table in ``errors_map``), with ``Retry-After``
+when the server knows when to retry. ``X-Request-Timeout: <seconds>`` is the request's
+deadline, counted from its arrival: work still queued then is dropped (504).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,10 +36,15 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clipserve.engine.metrics import Metrics
-from clipserve.errors import ClipServeError
+from clipserve.errors import ClipServeError, InvalidInputError
 from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher, parse_request
-from clipserve.server.errors_map import BodyTooLargeError, http_error_body, http_status
+from clipserve.server.dispatch import Caller, Dispatcher, parse_request
+from clipserve.server.errors_map import (
+    BodyTooLargeError,
+    http_error_body,
+    http_headers,
+    http_status,
+)
 from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
 from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
@@ -50,6 +58,8 @@ T = TypeVar("T")
 PROTOBUF = "application/x-protobuf"
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
+#: the request's deadline in seconds from its arrival (our client sends its ``timeout``)
+TIMEOUT_HEADER = "x-request-timeout"
 #: bodies larger than this are parsed in a worker thread, off the event loop
 _THREAD_PARSE_BYTES = 512 * 1024
 
@@ -134,6 +144,7 @@ def _data_route(
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
+            caller = _caller(request)
             body = await _read_body(request, state.max_body_bytes)
             data_request = await _parse(body, request.headers.get("content-type", ""))
         except Exception as exc:
@@ -143,7 +154,7 @@ def _data_route(
             data_request.header.exec_endpoint = path_endpoint
         try:
             reply = await _unless_disconnected(
-                request, state.dispatcher.answer(data_request, "http")
+                request, state.dispatcher.answer(data_request, "http", caller)
             )
         except ClientDisconnectedError:
             return Response(status_code=499)  # nobody reads it: uvicorn drops it
@@ -195,12 +206,14 @@ def _from_json(body: bytes) -> DataRequestProto:
 def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
         try:
+            caller = _caller(request)
             body = loads(await _read_body(request, state.max_body_bytes))
         except Exception as exc:
             state.dispatcher.rejected("http", exc, OPENAI_ENDPOINT)
             return _error_response(exc)
         try:
-            reply = await _unless_disconnected(request, state.dispatcher.answer_openai(body))
+            work = state.dispatcher.answer_openai(body, "http", caller)
+            reply = await _unless_disconnected(request, work)
         except ClientDisconnectedError:
             return Response(status_code=499)
         except Exception as exc:
@@ -217,11 +230,19 @@ def _page_facts(state: HttpState) -> dict[str, Any]:
 
 
 def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
+    """200 while serving. 503 on every health path while the engine is unhealthy (a stuck
+    forward pass, a dead inference thread: a supervisor should know, and may restart);
+    503 on ``/readyz`` only while draining for shutdown."""
+
     async def route(request: Request) -> Response:
-        ready = state.ready
-        body = {"status": "ok" if ready else "draining", **state.service.info()}
-        if path == "/readyz" and not ready:
+        health = getattr(state.service.engine, "health", None)
+        body: dict[str, Any] = {"status": "ok", **state.service.info()}
+        if health is not None and not health.ok:
+            body.update(status="unhealthy", reason=health.reason)
             return JSONResponse(body, status_code=503)
+        if not state.ready:
+            body["status"] = "draining"
+            return JSONResponse(body, status_code=503 if path == "/readyz" else 200)
         return JSONResponse(body)
 
     return route
@@ -303,7 +324,24 @@ async def _disconnected(request: Request) -> None:
 def _error_response(exc: Exception) -> Response:
     if not isinstance(exc, ClipServeError):
         log.exception("HTTP request failed")
-    return JSONResponse(http_error_body(exc), status_code=http_status(exc))
+    return JSONResponse(http_error_body(exc), http_status(exc), headers=http_headers(exc))
+
+
+def _caller(request: Request) -> Caller:
+    """The caller's deadline from ``X-Request-Timeout`` (seconds from now), if sent."""
+    arrival = time.monotonic()
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return Caller(arrival=arrival)
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(
+            f"header X-Request-Timeout must be a positive number of seconds, got {value!r}"
+        )
+    return Caller(deadline=arrival + seconds, arrival=arrival)
 
 
 class _AuthMiddleware:
@@ -364,8 +402,8 @@ OPENAPI: dict[str, Any] = {
         "/encode": _post("Embed texts and images"),
         "/rank": _post("Rank each document's matches by CLIP score"),
         "/v1/embeddings": _post("OpenAI-compatible embeddings"),
-        "/health": {"get": {"summary": "Liveness and model info"}},
-        "/readyz": {"get": {"summary": "Readiness: 503 while starting or draining"}},
+        "/health": {"get": {"summary": "Health and model info: 503 while the model is stuck"}},
+        "/readyz": {"get": {"summary": "Readiness: 503 while stuck, starting or draining"}},
         "/metrics": {"get": {"summary": "Prometheus metrics"}},
     },
 }

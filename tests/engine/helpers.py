@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.hashing import HashModel
 from tests.waiting import FAILSAFE_S
 
 BLOCK = "<block>"
@@ -31,6 +32,7 @@ class WrappedModel(EmbeddingModel):
         self.release = threading.Event()  # lets that forward finish
         self.prepared = threading.Event()  # some prepare_texts call finished
         self.barrier: threading.Barrier | None = None  # forwards must overlap when set
+        self.forwarded: list[list[str]] = []  # the texts of each forward pass, in order
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.inner.prepare_image(image)
@@ -43,6 +45,7 @@ class WrappedModel(EmbeddingModel):
 
     def forward_texts(self, tokens: Any) -> np.ndarray:
         texts, inner_tokens = tokens
+        self.forwarded.append(list(texts))
         if self.barrier is not None:
             self.barrier.wait(timeout=FAILSAFE_S)
         if BLOCK in texts:
@@ -52,6 +55,40 @@ class WrappedModel(EmbeddingModel):
         if FAIL in texts:
             raise RuntimeError("injected failure on the marker text")
         return self.inner.forward_texts(inner_tokens)
+
+    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.inner.forward_images(pixels)
+
+
+STUCK = "<stuck>"
+CRASH = "<crash>"
+
+
+class FaultyModel(EmbeddingModel):
+    """The hash model; a pass holding ``STUCK`` hangs until ``release``; a pass holding
+    ``CRASH`` raises ``SystemExit`` (what a library calling ``sys.exit`` does), which ends
+    its inference thread."""
+
+    def __init__(self) -> None:
+        self.inner = HashModel()
+        self.name, self.dim, self.backend = "hash", self.inner.dim, "none"
+        self.release = threading.Event()
+        self.forwards = 0
+
+    def prepare_image(self, image: ImageSource) -> np.ndarray:
+        return self.inner.prepare_image(image)
+
+    def prepare_texts(self, texts: Sequence[str]) -> Any:
+        return list(texts), self.inner.prepare_texts(texts)
+
+    def forward_texts(self, tokens: Any) -> np.ndarray:
+        texts, inner = tokens
+        self.forwards += 1
+        if STUCK in texts and not self.release.wait(FAILSAFE_S):
+            raise RuntimeError("the test never released the stuck pass")
+        if CRASH in texts:
+            raise SystemExit(3)
+        return self.inner.forward_texts(inner)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         return self.inner.forward_images(pixels)

@@ -91,6 +91,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         "--auth-token",
         help=f"shared token clients must send (better: ${AUTH_TOKEN_ENV}; default: none)",
     )
+    p.add_argument(
+        "--auth-tokens-file",
+        help="YAML/JSON map of tenant name -> token (or 'sha256:<hex>', or a mapping with a "
+        "rate limit); reloaded on SIGHUP (default: none)",
+    )
     _pair(p, "health", "/health, /readyz and the gRPC health service", d.open_health)
     _pair(p, "metrics", "/metrics", d.open_metrics)
     p.add_argument(
@@ -242,6 +247,8 @@ async def _serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if config.auth_tokens_file:
+        loop.add_signal_handler(signal.SIGHUP, _reload_tokens, server)
     log.info("clipserve: loading model %s (backend %s, device %s, precision %s)", config.model,
              config.backend, config.device, config.precision)  # fmt: skip
     starting = asyncio.ensure_future(server.start())
@@ -268,6 +275,14 @@ async def _serve(config: ServerConfig) -> int:
     await server.stop()
     log.info("clipserve: stopped")
     return 0
+
+
+def _reload_tokens(server: Any) -> None:
+    """SIGHUP: read the tokens file again; a bad file keeps the old tokens."""
+    try:
+        server.reload_auth()
+    except ValueError as exc:
+        log.error("clipserve: auth tokens NOT reloaded, the old ones stay: %s", exc)
 
 
 def _models(cache_dir: str | None) -> int:

@@ -85,6 +85,18 @@ class Metrics:
             ["protocol", "endpoint", "status"],
             registry=registry,
         )
+        self.tenant_requests = Counter(
+            "clipserve_tenant_requests",
+            "Requests by tenant (the name from the tokens file, never the token) and status.",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.tenant_documents = Counter(
+            "clipserve_tenant_documents",
+            "Documents answered by tenant.",
+            ["tenant"],
+            registry=registry,
+        )
         self.request_latency = Histogram(
             "clipserve_request_seconds",
             "Time from a request's arrival to its reply.",

@@ -16,9 +16,9 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -45,6 +45,7 @@ from clipserve.server.startup import (
 from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
+T = TypeVar("T")
 
 
 class _Uvicorn(uvicorn.Server):
@@ -73,6 +74,7 @@ class ClipServer:
         self.engine: Engine | None = None
         self.service: EmbeddingService | None = None
         self.grpc: GrpcFrontend | None = None
+        self.auth: TokenAuth | None = None
         self.http_state: HttpState | None = None
         self._uvicorn: _Uvicorn | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
@@ -92,7 +94,7 @@ class ClipServer:
         """Bind every port, load and warm up the model, start the engine, then serve."""
         config = self.config
         tls = TlsFiles.from_paths(config.tls_cert, config.tls_key)
-        auth = TokenAuth(config.auth_token)
+        auth = self.auth = TokenAuth(config.auth_token, config.auth_tokens_file)
         try:
             if "grpc" in config.protocols:
                 self.grpc = GrpcFrontend(
@@ -205,6 +207,18 @@ class ClipServer:
                 raise OSError(f"the HTTP server on port {self.http_port} did not start")
             await asyncio.sleep(0.01)
 
+    def reload_auth(self) -> tuple[list[str], list[str]]:
+        """Read ``auth_tokens_file`` again (SIGHUP): new tokens work at once, removed ones
+        are refused and their open streams ended. A bad file keeps the old tokens and
+        raises ``ValueError``. Returns the tenant names added and removed."""
+        if self.auth is None:
+            return [], []
+        added, removed = self.auth.reload()
+        log.info("clipserve: auth tokens reloaded: %d tenants (added: %s; removed: %s)",
+                 len(self.auth.tenants), ", ".join(added) or "none",
+                 ", ".join(removed) or "none")  # fmt: skip
+        return added, removed
+
     def _health_changed(self, health: EngineHealth) -> None:
         """The engine turned unhealthy or recovered: gRPC health follows (HTTP health
         routes read it on each request); under ``exit_on_stuck`` the server is done."""
@@ -277,6 +291,16 @@ class RunningServer:
     http_port: int | None
     #: by protocol (``grpc``, ``http``, ``websocket``) and by scheme (``ws``, ``grpcs``...)
     urls: dict[str, str] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, function: Callable[[], T], timeout: float = 60.0) -> T:
+        """Run ``function()`` on the server's event loop (its thread); its result."""
+        assert self.loop is not None
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     @property
     def config(self) -> ServerConfig:
@@ -344,7 +368,9 @@ def running_server(
         thread.join()
         raise outcome["error"]
     try:
-        yield RunningServer(server, server.grpc_port, server.http_port, _urls(server))
+        yield RunningServer(
+            server, server.grpc_port, server.http_port, _urls(server), outcome["loop"]
+        )
     finally:
         outcome["loop"].call_soon_threadsafe(outcome["stop"].set)
         thread.join(timeout=config.shutdown_grace_s * 3 + 30)

@@ -51,6 +51,9 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     auth_token: str | None = None
+    #: YAML/JSON map of tenant name -> token (or its SHA-256, and a rate limit); reloaded
+    #: on SIGHUP (``clipserve.server.tenants``)
+    auth_tokens_file: str | None = None
     open_health: bool = True
     open_metrics: bool = True
     #: allowed CORS origins (``["*"]`` for any); empty means no CORS headers

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -34,7 +34,8 @@ from clipserve.server.errors_map import (
     public_message,
     retry_after,
 )
-from clipserve.server.service import Answer, EmbeddingService
+from clipserve.server.service import Answer, EmbeddingService, count_documents
+from clipserve.server.tenants import Tenant
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, HeaderProto
 from clipserve.wire.messages import (
     ENDPOINTS,
@@ -50,9 +51,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent a request, as its front-end knows it: the deadline after which it cannot
-    use the answer (``time.monotonic()``; None: none) and when the request arrived."""
+    """Who sent a request, as its front-end knows it: the tenant its token names (None:
+    not checked here), the deadline after which it cannot use the answer
+    (``time.monotonic()``; None: none) and when the request arrived."""
 
+    tenant: Tenant | None = None
     deadline: float | None = None
     arrival: float = field(default_factory=time.monotonic)
 
@@ -65,11 +68,19 @@ def request_deadline(request: DataRequestProto, caller: Caller) -> float | None:
     return earliest(caller.deadline, own)
 
 
+class _Labels(NamedTuple):
+    protocol: str
+    endpoint: str
+    tenant: str | None
+
+
 class Dispatcher:
     """Runs every request through the service and counts it, whatever its front-end:
     ``clipserve_requests`` (``ok``, ``partial``, ``cancelled`` or the error's label from
     ``errors_map``), ``clipserve_documents`` and the latency histogram, labelled by protocol
-    and endpoint (``/encode``, ``/rank``, ``/``, ``/v1/embeddings``, else ``other``)."""
+    and endpoint (``/encode``, ``/rank``, ``/``, ``/v1/embeddings``, else ``other``), and
+    per tenant ``clipserve_tenant_requests`` / ``clipserve_tenant_documents``. A tenant's
+    rate limit is applied here, before any work (``Tenant.admit``)."""
 
     def __init__(self, service: EmbeddingService, metrics: Metrics = METRICS) -> None:
         self.service = service
@@ -82,10 +93,15 @@ class Dispatcher:
         caller = caller or Caller()
         if not request.header.request_id:
             request.header.request_id = uuid.uuid4().hex
-        deadline = request_deadline(request, caller)
-        endpoint = _endpoint_label(request)
-        work = self.service.handle(request)
-        answer = await self._counted(protocol, endpoint, work, _documents_of, deadline)
+        labels = _Labels(protocol, _endpoint_label(request), _tenant_name(caller))
+        answer = await self._counted(
+            labels,
+            caller,
+            count_documents(request),
+            lambda: self.service.handle(request),
+            _documents_of,
+            request_deadline(request, caller),
+        )
         return answer.reply
 
     async def answer_openai(
@@ -93,8 +109,17 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """The reply to an OpenAI-style ``/v1/embeddings`` body (see ``openai_embeddings``)."""
         caller = caller or Caller()
-        work = openai_embeddings.embed(self.service, body)
-        return await self._counted(protocol, OPENAI_ENDPOINT, work, _embeddings_in, caller.deadline)
+        labels = _Labels(protocol, OPENAI_ENDPOINT, _tenant_name(caller))
+        inputs = body.get("input") if isinstance(body, dict) else None
+        documents = len(inputs) if isinstance(inputs, list) else 1
+        return await self._counted(
+            labels,
+            caller,
+            documents,
+            lambda: openai_embeddings.embed(self.service, body),
+            _embeddings_in,
+            caller.deadline,
+        )
 
     async def reply_for(
         self, data: bytes, protocol: str, caller: Caller | None = None
@@ -105,7 +130,7 @@ class Dispatcher:
         try:
             request = parse_request(data)
         except InvalidInputError as exc:
-            self.rejected(protocol, exc)
+            self.rejected(protocol, exc, tenant=_tenant_name(caller))
             request_id = getattr(exc, "request_id", None)
             if request_id is None:  # nothing the client could match a reply to
                 raise
@@ -117,40 +142,62 @@ class Dispatcher:
                 return error_reply(request, exc)
             raise
 
-    def rejected(self, protocol: str, exc: BaseException, endpoint: str = "other") -> None:
+    def rejected(
+        self,
+        protocol: str,
+        exc: BaseException,
+        endpoint: str = "other",
+        tenant: str | None = None,
+    ) -> None:
         """Count a request refused before the service saw it."""
-        self.metrics.requests.labels(protocol, endpoint, metric_label(exc)).inc()
+        label = metric_label(exc)
+        self.metrics.requests.labels(protocol, endpoint, label).inc()
+        if tenant is not None:
+            self.metrics.tenant_requests.labels(tenant, label).inc()
 
     async def _counted(
         self,
-        protocol: str,
-        endpoint: str,
-        work: Awaitable[T],
+        labels: _Labels,
+        caller: Caller,
+        asked: int,
+        work: Callable[[], Awaitable[T]],
         documents: Callable[[T], tuple[int, int]],
-        deadline: float | None = None,
+        deadline: float | None,
     ) -> T:
-        """Await ``work`` until ``deadline`` and count it: one request with its status, its
-        documents (``documents(result)`` gives how many were answered and how many of them
-        failed) and its latency."""
+        """Admit ``asked`` documents under the caller's rate limit, await ``work()`` until
+        ``deadline`` and count it: one request with its status, its documents
+        (``documents(result)`` gives how many were answered and how many of them failed)
+        and its latency."""
+        protocol, endpoint, tenant = labels
         started = time.perf_counter()
         try:
-            result = await _before(deadline, work)
+            if caller.tenant is not None:
+                caller.tenant.admit(asked)
+            result = await _before(deadline, work())
         except BaseException as exc:
             if isinstance(exc, Exception) and not isinstance(exc, ClipServeError):
                 log.exception("%s request to %s failed", protocol, endpoint)
             if not isinstance(exc, Exception) and expired(deadline):
                 exc = DeadlineExceededError("cancelled at its deadline")  # counted expired
-            self.rejected(protocol, exc, endpoint)
+            self.rejected(protocol, exc, endpoint, tenant)
             raise
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
         total, failed = documents(result)
-        self.metrics.requests.labels(protocol, endpoint, "partial" if failed else "ok").inc()
+        status = "partial" if failed else "ok"
+        self.metrics.requests.labels(protocol, endpoint, status).inc()
         self.metrics.documents.labels(protocol, endpoint, "ok").inc(total - failed)
         if failed:
             self.metrics.documents.labels(protocol, endpoint, "error").inc(failed)
+        if tenant is not None:
+            self.metrics.tenant_requests.labels(tenant, status).inc()
+            self.metrics.tenant_documents.labels(tenant).inc(total)
         return result
+
+
+def _tenant_name(caller: Caller | None) -> str | None:
+    return caller.tenant.name if caller is not None and caller.tenant is not None else None
 
 
 async def _before(deadline: float | None, work: Awaitable[T]) -> T:

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clipserve.engine.metrics import Metrics
 from clipserve.errors import ClipServeError, InvalidInputError
-from clipserve.server.auth import TokenAuth
+from clipserve.server.auth import ANONYMOUS, TokenAuth
 from clipserve.server.dispatch import Caller, Dispatcher, parse_request
 from clipserve.server.errors_map import (
     BodyTooLargeError,
@@ -60,6 +60,8 @@ _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 #: the request's deadline in seconds from its arrival (our client sends its ``timeout``)
 TIMEOUT_HEADER = "x-request-timeout"
+#: where the auth middleware leaves the caller's tenant in the ASGI scope
+TENANT_SCOPE_KEY = "clipserve.tenant"
 #: bodies larger than this are parsed in a worker thread, off the event loop
 _THREAD_PARSE_BYTES = 512 * 1024
 
@@ -328,11 +330,13 @@ def _error_response(exc: Exception) -> Response:
 
 
 def _caller(request: Request) -> Caller:
-    """The caller's deadline from ``X-Request-Timeout`` (seconds from now), if sent."""
+    """The caller's tenant (found by the auth middleware) and deadline (from
+    ``X-Request-Timeout``, seconds from now, if sent)."""
     arrival = time.monotonic()
+    tenant = request.scope.get(TENANT_SCOPE_KEY, ANONYMOUS)
     value = request.headers.get(TIMEOUT_HEADER)
     if value is None:
-        return Caller(arrival=arrival)
+        return Caller(tenant=tenant, arrival=arrival)
     try:
         seconds = float(value)
     except ValueError:
@@ -341,7 +345,7 @@ def _caller(request: Request) -> Caller:
         raise InvalidInputError(
             f"header X-Request-Timeout must be a positive number of seconds, got {value!r}"
         )
-    return Caller(deadline=arrival + seconds, arrival=arrival)
+    return Caller(tenant=tenant, deadline=arrival + seconds, arrival=arrival)
 
 
 class _AuthMiddleware:
@@ -365,7 +369,9 @@ class _AuthMiddleware:
             for key, value in scope.get("headers", ()):
                 if key == b"authorization":
                     credential = value
-            if not self.auth.accepts(credential):
+            tenant = self.auth.identify(credential)
+            scope[TENANT_SCOPE_KEY] = tenant
+            if tenant is None:
                 exc = _auth_error(credential)
                 response = JSONResponse(
                     http_error_body(exc), status_code=401, headers={"WWW-Authenticate": "Bearer"}

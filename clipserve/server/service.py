@@ -253,6 +253,11 @@ class EmbeddingService:
         return [p if isinstance(p, ClipServeError) else next(results) for p in prepared]
 
 
+def count_documents(request: DataRequestProto) -> int:
+    """The documents a request asks to embed (rank matches count)."""
+    return _count_docs(request.data.docs.docs, endpoint_of(request))
+
+
 def _count_docs(docs: Sequence[DocumentProto], endpoint: str) -> int:
     if endpoint == "/rank":
         return sum(1 + len(doc.matches) for doc in docs)

@@ -134,6 +134,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         f"under big photos (default: {d.max_queue_image_mb:g})",
     )
     p.add_argument(
+        "--max-decoding-megapixels",
+        type=float,
+        help="decoded image pixels (millions) the preprocessing threads hold at once; one "
+        f"larger image still decodes, alone (default: {d.max_decoding_megapixels:g})",
+    )
+    p.add_argument(
         "--forward-timeout-s",
         type=float,
         help="a forward pass running longer makes the server unhealthy (503 / gRPC "

@@ -43,6 +43,7 @@ from clipserve.engine.pipeline import BatchRunner, ModalityStats
 from clipserve.engine.replicas import ReplicaPool
 from clipserve.errors import EngineUnhealthyError, InvalidInputError, ServerUnavailableError
 from clipserve.models.base import EmbeddingModel
+from clipserve.models.pixel_budget import PixelBudget
 
 #: what ``Engine`` accepts as its model: one model, one per replica, or a factory
 ModelSource = EmbeddingModel | Sequence[EmbeddingModel] | Callable[[], EmbeddingModel]
@@ -58,8 +59,10 @@ class Engine:
     ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
     but not yet answered, per modality, and ``max_queue_image_mb`` the bytes those images
     hold; a call that would exceed either waits for room up to ``max_queue_wait_s`` seconds
-    (0: it is refused at once), see ``admission``. ``forward_timeout_s`` (None: no
-    watchdog) is how long a forward pass may run before the engine reports itself stuck.
+    (0: it is refused at once), see ``admission``. ``max_decoding_megapixels`` bounds the
+    decoded pixels the preprocessing threads hold at once (``pixel_budget``).
+    ``forward_timeout_s`` (None: no watchdog) is how long a forward pass may run before the
+    engine reports itself stuck.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Engine:
         max_queue_wait_s: float = 0.0,
         replicas: int = 1,
         preprocess_workers: int = 2,
+        max_decoding_megapixels: float = 48.0,
         forward_timeout_s: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -82,8 +86,8 @@ class Engine:
             raise ValueError("max_wait_ms and max_queue_wait_s must be >= 0")
         if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
             raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
-        if max_queue_image_mb <= 0:
-            raise ValueError("max_queue_image_mb must be > 0")
+        if max_queue_image_mb <= 0 or max_decoding_megapixels <= 0:
+            raise ValueError("max_queue_image_mb and max_decoding_megapixels must be > 0")
         if forward_timeout_s is not None and forward_timeout_s <= 0:
             raise ValueError("forward_timeout_s must be > 0 (or None: no watchdog)")
         self._models: list[EmbeddingModel] = []
@@ -106,6 +110,9 @@ class Engine:
         self.preprocess_workers = preprocess_workers
         self.forward_timeout_s = forward_timeout_s
         self.metrics = metrics or METRICS
+        self.pixel_budget = PixelBudget(
+            int(max_decoding_megapixels * 1_000_000), self.metrics.decoding_pixels.set
+        )
         self.stats: dict[Modality, ModalityStats] = {m: ModalityStats() for m in MODALITIES}
         self.health = EngineHealth()
         self.metrics.healthy.set(1)
@@ -165,7 +172,13 @@ class Engine:
         )
         self._replica_pool.start()
         self._runner = BatchRunner(
-            self._ledger, self.model, self._replica_pool, self._pool, self.metrics, self.stats
+            self._ledger,
+            self.model,
+            self._replica_pool,
+            self._pool,
+            self.metrics,
+            self.stats,
+            self.pixel_budget,
         )
         for modality in MODALITIES:
             queue = BatchQueue(

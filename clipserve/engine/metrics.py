@@ -59,6 +59,12 @@ class Metrics:
             ["modality", "reason"],
             registry=registry,
         )
+        self.decoding_pixels = Gauge(
+            "clipserve_decoding_pixels",
+            "Decoded image pixels held by preprocessing threads now (bounded by "
+            "--max-decoding-megapixels).",
+            registry=registry,
+        )
         self.healthy = Gauge(
             "clipserve_engine_healthy",
             "1 while the engine is healthy; 0 while a forward pass is stuck or an inference "

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from clipserve.engine.metrics import Metrics
 from clipserve.engine.replicas import ReplicaPool
 from clipserve.errors import ClipServeError, InvalidInputError, ModelError, ServerUnavailableError
 from clipserve.models.base import EmbeddingModel
+from clipserve.models.pixel_budget import PixelBudget
 
 
 @dataclass
@@ -53,8 +55,10 @@ class BatchRunner:
         prepare_pool: ThreadPoolExecutor,
         metrics: Metrics,
         stats: dict[Modality, ModalityStats],
+        pixel_budget: PixelBudget | None = None,
     ) -> None:
         self.ledger = ledger
+        self.pixel_budget = pixel_budget
         self.model = model  # preprocessing (replicas share it; forward uses each replica's)
         self.replicas = replicas
         self.prepare_pool = prepare_pool
@@ -122,6 +126,8 @@ class BatchRunner:
     async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], np.ndarray | None]:
         loop = asyncio.get_running_loop()
         prepare = self.model.prepare_image
+        if self.pixel_budget is not None:
+            prepare = functools.partial(_within_budget, self.pixel_budget, prepare)
         singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
         jobs = [
             loop.run_in_executor(self.prepare_pool, prepare, single.group.inputs[single.start])
@@ -185,6 +191,12 @@ class BatchRunner:
                 f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
             )
         return kept, embeddings
+
+
+def _within_budget(budget: PixelBudget, prepare: Callable[[Any], Any], source: Any) -> Any:
+    """``prepare(source)`` on a worker thread, its decoding charged to ``budget``."""
+    with budget.held():
+        return prepare(source)
 
 
 def _forward_texts_of(model: EmbeddingModel, texts: list[str]) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipserve.errors import InvalidInputError
+from clipserve.models.pixel_budget import charge_decoded_pixels
 
 #: default cap on width x height, checked before any pixel is decoded (decompression bombs)
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -39,6 +40,7 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
             _check_size(image.width, image.height, max_pixels)
             image.seek(0)  # first frame of GIF/APNG/WebP animations
+            charge_decoded_pixels(image.width * image.height)  # the size it will decode at
             image.load()
     except InvalidInputError:
         raise
@@ -66,6 +68,7 @@ def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     if height == 0 or width == 0:
         raise InvalidInputError(f"image tensor is empty: shape {list(array.shape)}")
     _check_size(width, height, max_pixels)
+    charge_decoded_pixels(width * height)  # converted copies of it are made below
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(
             array.dtype, np.complexfloating

@@ -151,6 +151,7 @@ class ClipServer:
             max_queue_wait_s=config.max_queue_wait_s,
             replicas=config.replicas,
             preprocess_workers=config.preprocess_workers,
+            max_decoding_megapixels=config.max_decoding_megapixels,
             forward_timeout_s=config.forward_timeout_s or None,
             metrics=self.metrics,
         )

@@ -71,6 +71,9 @@ class ServerConfig:
     #: MiB of image bytes (encoded files, tensors) admitted and unanswered: bounds memory
     #: under big photos where ``max_queue_items`` alone would not (docs/reliability.md)
     max_queue_image_mb: float = 512.0
+    #: decoded image pixels the preprocessing threads may hold at once (counted at the size
+    #: an image is actually decoded at); one larger image still decodes, alone
+    max_decoding_megapixels: float = 48.0
     #: a forward pass running longer makes the server unhealthy (503 / NOT_SERVING) until
     #: it returns; 0 turns the watchdog off
     forward_timeout_s: float = 300.0
@@ -131,6 +134,8 @@ class ServerConfig:
             raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
         if self.forward_timeout_s < 0 or self.max_queue_image_mb <= 0:
             raise ValueError("forward_timeout_s must be >= 0 and max_queue_image_mb > 0")
+        if self.max_decoding_megapixels <= 0:
+            raise ValueError("max_decoding_megapixels must be > 0")
         if self.exit_on_stuck and not self.forward_timeout_s:
             raise ValueError("exit_on_stuck needs the watchdog: set forward_timeout_s > 0")
 

@@ -45,6 +45,7 @@ from clipserve.server.errors_map import (
     http_headers,
     http_status,
 )
+from clipserve.server.openapi import OPENAPI, PROTOBUF
 from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
 from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
@@ -55,7 +56,6 @@ from clipserve.wire.messages import OPENAI_ENDPOINT, endpoint_of
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
-PROTOBUF = "application/x-protobuf"
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 #: the request's deadline in seconds from its arrival (our client sends its ``timeout``)
@@ -386,30 +386,3 @@ def _auth_error(credential: bytes | None) -> Exception:
 
     reason = "missing credential" if not credential else "wrong credential"
     return AuthenticationError(f"unauthenticated: {reason} (send the Authorization header)")
-
-
-def _post(summary: str) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "requestBody": {"content": {"application/json": {}, PROTOBUF: {}}},
-            "responses": {"200": {"description": "the request with embeddings filled in"}},
-        }
-    }
-
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.2",
-    "info": {"title": "clipserve", "version": "1"},
-    # tells clipserve's own client that protobuf bodies (application/x-protobuf) work here
-    "x-clipserve": {"protobuf": True},
-    "paths": {
-        "/post": _post("Any endpoint, named by execEndpoint in the body (default /)"),
-        "/encode": _post("Embed texts and images"),
-        "/rank": _post("Rank each document's matches by CLIP score"),
-        "/v1/embeddings": _post("OpenAI-compatible embeddings"),
-        "/health": {"get": {"summary": "Health and model info: 503 while the model is stuck"}},
-        "/readyz": {"get": {"summary": "Readiness: 503 while stuck, starting or draining"}},
-        "/metrics": {"get": {"summary": "Prometheus metrics"}},
-    },
-}

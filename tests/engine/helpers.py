@@ -33,6 +33,7 @@ class WrappedModel(EmbeddingModel):
         self.prepared = threading.Event()  # some prepare_texts call finished
         self.barrier: threading.Barrier | None = None  # forwards must overlap when set
         self.forwarded: list[list[str]] = []  # the texts of each forward pass, in order
+        self.hold_images = threading.Event()  # when set, image forwards wait for release
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.inner.prepare_image(image)
@@ -57,6 +58,10 @@ class WrappedModel(EmbeddingModel):
         return self.inner.forward_texts(inner_tokens)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+        if self.hold_images.is_set():
+            self.forward_entered.set()
+            if not self.release.wait(timeout=FAILSAFE_S):
+                raise RuntimeError("test gate was never released")
         return self.inner.forward_images(pixels)
 
 

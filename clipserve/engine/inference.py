@@ -22,6 +22,16 @@ from clipserve.errors import ModelError
 _STOP = object()
 
 
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Give ``future`` its result or error, unless it is done already (cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class InferenceThread:
     def __init__(self, name: str, on_death: Callable[[InferenceThread, BaseException], None]):
         self.name = name
@@ -80,15 +90,7 @@ class InferenceThread:
             self._call_soon(self._on_death, self, exc)
 
     def _settle(self, future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
-        def settle() -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
-
-        self._call_soon(settle)
+        self._call_soon(settle, future, result, error)
 
     def _call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None

@@ -114,16 +114,22 @@ def check_host(url: str, host: str, policy: UriPolicy) -> None:
     )
 
 
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (``::ffff:a.b.c.d``, 6to4, NAT64), if any."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_refusal(address: IPAddress) -> str | None:
     """Why ``address`` must not be contacted without ``allow_private``, or None."""
-    embedded: IPAddress | None = None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            embedded = address.ipv4_mapped
-        elif address.sixtofour is not None:
-            embedded = address.sixtofour
-        elif address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    embedded = embedded_ipv4(address)
     if embedded is not None:
         reason = address_refusal(embedded)
         return f"{reason} (embedded in {address})" if reason else None
@@ -145,14 +151,7 @@ def address_refusal(address: IPAddress) -> str | None:
 
 def metadata_refusal(address: IPAddress) -> str | None:
     """Why ``address`` is never contacted (a cloud metadata service), or None."""
-    plain = address
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            plain = address.ipv4_mapped
-        elif address.sixtofour is not None:
-            plain = address.sixtofour
-        elif address in _NAT64:
-            plain = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    plain = embedded_ipv4(address) or address
     if plain in METADATA_ADDRESSES:
         where = "" if plain == address else f" (embedded in {address})"
         return f"{plain} is a cloud metadata service address{where}"

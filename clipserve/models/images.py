@@ -40,7 +40,8 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
             _check_size(image.width, image.height, max_pixels)
             image.seek(0)  # first frame of GIF/APNG/WebP animations
-            charge_decoded_pixels(image.width * image.height)  # the size it will decode at
+            # the size it will decode at: keep this after any reduced-scale draft() call
+            charge_decoded_pixels(image.width * image.height)
             image.load()
     except InvalidInputError:
         raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import random
@@ -116,12 +117,15 @@ class Server:
             self.stop()
             raise SystemExit(f"the server did not start: {exc}") from None
 
-    def rss_mib(self) -> float:
+    def rss_mib(self, field: str = "VmRSS") -> float:
         with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
+
+    def peak_mib(self) -> float:
+        return self.rss_mib("VmHWM")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -295,12 +299,27 @@ async def client_loop(
 
 
 async def sample_rss(
-    server: Server, window: tuple[float, float], samples: list[tuple[float, float]]
+    server: Server,
+    window: tuple[float, float],
+    samples: list[tuple[float, float]],
+    decoding: list[float],
 ) -> None:
+    """RSS every second; also the server's decoded pixels in flight, from /metrics."""
     await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
-    while time.monotonic() < window[1]:
-        samples.append((time.monotonic(), server.rss_mib()))
-        await asyncio.sleep(1.0)
+    url = f"http://127.0.0.1:{server.ports['http']}/metrics"
+    async with httpx.AsyncClient(timeout=10) as http:
+        while time.monotonic() < window[1]:
+            samples.append((time.monotonic(), server.rss_mib()))
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                decoding.append(_gauge((await http.get(url)).text, "clipserve_decoding_pixels"))
+            await asyncio.sleep(1.0)
+
+
+def _gauge(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise ValueError(name)
 
 
 def _rss_summary(samples: list[float]) -> str:
@@ -316,6 +335,7 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
     await take_references(inputs, server.ports)
     stats = Stats()
     rss: list[tuple[float, float]] = []
+    decoding: list[float] = []
     started = time.monotonic() + args.warmup
     deadline = started + args.seconds
     window = (started, deadline)
@@ -324,7 +344,7 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
         for n in range(args.clients)
     ]
     await asyncio.wait_for(
-        asyncio.gather(sample_rss(server, window, rss), *clients),
+        asyncio.gather(sample_rss(server, window, rss, decoding), *clients),
         timeout=args.warmup + args.seconds + REQUEST_TIMEOUT_S + 30,
     )
     elapsed = max(stats.latencies)[0] - started if stats.latencies else args.seconds
@@ -348,6 +368,9 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
         ("server RSS growth (mean last - mean first)",
          f"{statistics.fmean(last) - statistics.fmean(first):+.0f} MiB"),
         ("server RSS every 10 s", " ".join(f"{mib:.0f}" for _, mib in rss[::10]) + " MiB"),
+        ("server RSS peak (VmHWM)", f"{server.peak_mib():.0f} MiB"),
+        ("decoded pixels in flight, max of 1 s samples",
+         f"{max(decoding, default=0) / 1e6:.1f} MP"),
         ("load average 1/5 min at the end", "{:.2f} / {:.2f}".format(*os.getloadavg()[:2])),
     ]  # fmt: skip
     sizes = [len(doc.blob) / 2**20 for doc in inputs.docs.values() if doc.blob]

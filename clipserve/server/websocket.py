@@ -119,6 +119,8 @@ class _Session:
 
     async def _receive_unless_revoked(self) -> dict | None:
         """The next ASGI message, or None once the connection's token is revoked."""
+        if self.tenant is ANONYMOUS:  # no token, nothing to revoke
+            return await self.ws.receive()
         receive = asyncio.ensure_future(self.ws.receive())
         revoked = asyncio.ensure_future(self.revoked.wait())
         try:

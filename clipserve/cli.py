@@ -156,7 +156,27 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preprocess-workers",
         type=int,
-        help=f"image/text preprocessing threads (default: {d.preprocess_workers})",
+        help="image decoding / text tokenising threads (default: one per CPU)",
+    )
+    p.add_argument(
+        "--exact-preprocess",
+        action="store_true",
+        help="decode every image at full size and preprocess exactly like the model's "
+        "reference (slow on big photos; default: big photos are decoded to ~2x the input)",
+    )
+    p.add_argument(
+        "--cache-mb",
+        type=float,
+        help=f"in-memory embedding cache, MiB (default: {d.cache_mb:g}; 0: off)",
+    )
+    p.add_argument(
+        "--cache-disk-dir",
+        help="also keep embeddings on disk here, so a restart keeps them (default: memory only)",
+    )
+    p.add_argument(
+        "--cache-disk-mb",
+        type=float,
+        help=f"size bound of the on-disk cache, MiB (default: {d.cache_disk_mb:g})",
     )
     p.add_argument(
         "--grpc-max-message-mb",

@@ -27,6 +27,7 @@ from clipserve.client.fetch import ImageFetcher
 from clipserve.client.pipeline import Callback, Pipeline
 from clipserve.client.progress import ProgressReporter
 from clipserve.client.retry import RetryPolicy
+from clipserve.client.shrink import check_max_side
 from clipserve.client.sync import LoopThread
 from clipserve.client.transports import Transport, TransportOptions, make_transport
 from clipserve.client.urls import parse_server
@@ -59,6 +60,9 @@ class CallOptions(TypedDict, total=False):
     on_always: Callback | None
     #: requests in flight at once (default: the client's ``prefetch``)
     prefetch: int | None
+    #: which Documents of each input's tree to embed (DocArray selector: ``"@c"``,
+    #: ``"@r,c"``, ``"@c[:2]"``...); default: the input Documents themselves
+    access_paths: str | None
 
 
 _OPTION_NAMES = frozenset(CallOptions.__annotations__)
@@ -100,6 +104,7 @@ class Client:
         verify: bool | str = True,
         fetch_timeout: float = 30.0,
         http_format: str = "auto",
+        image_max_side: int | None = None,
     ) -> None:
         self.address = parse_server(server)
         self.server = server
@@ -111,6 +116,8 @@ class Client:
             raise ValueError(f"http_format must be auto, json or protobuf, not {http_format!r}")
         if timeout is not None and timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive (timeout may be None)")
+        #: images whose longer side exceeds this are shrunk before sending (None: never)
+        self.image_max_side = check_max_side(image_max_side)
         self.batch_size = batch_size
         self.prefetch = prefetch
         self.timeout = timeout
@@ -231,11 +238,13 @@ class Client:
         batch_size = options.get("batch_size")
         collect = not (on_done or on_error or on_always)
         size = self.batch_size if batch_size is None else batch_size
-        job = plan_job(content, endpoint_for(name, parameters), parameters, size, collect)
+        endpoint = endpoint_for(name, parameters)
+        access_paths = options.get("access_paths")
+        job = plan_job(content, endpoint, parameters, size, collect, access_paths)
         if name == "/rank":
             _check_rank_input(job, content)
         if job.kind is None or job.total == 0:  # nothing to send
-            return Results(job.kind, job.endpoint, job.collect).finish()
+            return Results(job.kind, job.endpoint, job.collect, job.selector).finish()
         show_progress = options.get("show_progress", False)
         reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
         prefetch = options.get("prefetch")
@@ -246,6 +255,7 @@ class Client:
             timeout=self.timeout,
             retry=self.retry,
             fetch_timeout=self.fetch_timeout,
+            image_max_side=self.image_max_side,
             progress=reporter,
             on_done=on_done,
             on_error=on_error,

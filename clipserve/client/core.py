@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ import numpy as np
 from docarray import Document, DocumentArray
 
 from clipserve.client import docs as docconv
+from clipserve.client.failures import reply_failures, selected_failures
 from clipserve.client.inputs import PendingFetch, describe, fill_from_document, fill_from_string
 from clipserve.errors import InvalidInputError
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, DocumentProto, StatusProto
+from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, DocumentProto
 from clipserve.wire.ndarray import read_ndarray
 
 InputKind = Literal["strings", "documents"]
@@ -43,6 +43,9 @@ class Job:
     kind: InputKind | None  # None until the first item is seen (empty input)
     total: int | None  # len(content) when known
     collect: bool = True  # False when callbacks consume the replies
+    #: the access path sent when it may select other than every input Document (the server
+    #: parses it; the client only decides which nested Documents to send)
+    selector: str | None = None
     request_prefix: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -53,6 +56,8 @@ class Batch:
     originals: list[Any]  # the input strings / Documents, in order
     ids: list[str]
     pending: list[PendingFetch]
+
+    nested_ids: frozenset[str] = frozenset()  # ids of the chunks/matches sent
 
     @property
     def request_id(self) -> str:
@@ -65,10 +70,44 @@ def endpoint_for(name: str, parameters: Mapping[str, Any] | None) -> str:
     return f"{name}/{model}" if model and name != "/" else name
 
 
-def merged_parameters(parameters: Mapping[str, Any] | None) -> dict[str, Any]:
+def merged_parameters(
+    parameters: Mapping[str, Any] | None, access_paths: str | None = None
+) -> dict[str, Any]:
+    """The defaults, then ``parameters``, then the ``access_paths`` keyword (which must
+    agree with ``parameters['access_paths']``/``['traversal_paths']`` when those are set)."""
     if parameters is not None and not isinstance(parameters, Mapping):
         raise TypeError(f"parameters must be a dict, got {type(parameters).__name__}")
-    return {**DEFAULT_PARAMETERS, **(parameters or {})}
+    merged = {**DEFAULT_PARAMETERS, **(parameters or {})}
+    if access_paths is not None:
+        if not isinstance(access_paths, str):
+            raise TypeError(f"access_paths must be a str, got {type(access_paths).__name__}")
+        for key in ("access_paths", "traversal_paths"):
+            if key in merged and merged[key] != access_paths:
+                raise ValueError(
+                    f"access_paths={access_paths!r} and parameters[{key!r}]={merged[key]!r} "
+                    "disagree; give one"
+                )
+        merged["access_paths"] = access_paths
+    return merged
+
+
+def selector_of(parameters: Mapping[str, Any]) -> str | None:
+    """The access path a job sends, or None when it selects the input Documents themselves
+    (none given, or ``@r``)."""
+    value = parameters.get("access_paths", parameters.get("traversal_paths"))
+    if value is None or (isinstance(value, str) and "".join(value.split()).lstrip("@") == "r"):
+        return None
+    return str(value)
+
+
+def nested_fields(endpoint: str, selector: str | None) -> tuple[str, ...]:
+    """Which nested Documents a request carries: matches for rank; the chunks and matches
+    an access path names (sent at every depth; the server picks what it selects)."""
+    if endpoint.startswith("/rank"):
+        return ("matches",)
+    if selector is None:
+        return ()
+    return tuple(name for name in ("chunks", "matches") if name[0] in selector)
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -97,9 +136,19 @@ def validate_document(doc: Any, position: int) -> None:
         )
 
 
-def plan_job(content: Any, endpoint: str, parameters: Any, batch_size: Any, collect: bool) -> Job:
+def plan_job(
+    content: Any,
+    endpoint: str,
+    parameters: Any,
+    batch_size: Any,
+    collect: bool,
+    access_paths: str | None = None,
+) -> Job:
     """Validate ``content`` before anything is sent. Sized inputs (list, tuple,
-    DocumentArray) are checked item by item; iterators are checked as they are consumed."""
+    DocumentArray) are checked item by item; iterators are checked as they are consumed.
+    With an access path, an input Document may hold nothing itself (its chunks may)."""
+    merged = merged_parameters(parameters, access_paths)
+    selector = selector_of(merged)
     if content is None or isinstance(content, (str, bytes, bytearray, Document)):
         raise TypeError(
             f"content must be an iterable of str or Document, not a single "
@@ -116,7 +165,7 @@ def plan_job(content: Any, endpoint: str, parameters: Any, batch_size: Any, coll
             kind = kind or this
             if this != kind:
                 raise TypeError(f"input #{position} mixes {this} with {kind}: use one kind")
-            if this == "documents":
+            if this == "documents" and selector is None:
                 validate_document(item, position)
         items: Iterator[Any] = iter(content)
     else:
@@ -128,14 +177,20 @@ def plan_job(content: Any, endpoint: str, parameters: Any, batch_size: Any, coll
         else:
             kind = item_kind(first, 0)
             items = itertools.chain([first], items)
+    if kind == "strings" and selector is not None:
+        raise ValueError(
+            f"access_paths={selector!r} selects chunks or matches of Documents; strings "
+            "have none (they are embedded themselves): send Documents"
+        )
     return Job(
         endpoint=endpoint,
-        parameters=merged_parameters(parameters),
+        parameters=merged,
         batch_size=check_batch_size(batch_size),
         items=items,
         kind=kind,
         total=total,
         collect=collect,
+        selector=selector,
     )
 
 
@@ -151,6 +206,7 @@ def next_batch(job: Job, index: int, start: int) -> Batch | None:
     docs = request.data.docs.docs
     pending: list[PendingFetch] = []
     ids = []
+    nested = nested_fields(job.endpoint, job.selector)
     for offset, item in enumerate(originals):
         position = start + offset
         this = item_kind(item, position)
@@ -160,22 +216,14 @@ def next_batch(job: Job, index: int, start: int) -> Batch | None:
         if this == "strings":
             doc.id = str(position)
             fill_from_string(item, doc, pending)
-        else:
+        elif job.selector is None:
             validate_document(item, position)
-            fill_from_document(item, doc, pending)
+            fill_from_document(item, doc, pending, nested=nested)
+        else:
+            fill_from_document(item, doc, pending, nested=nested, require_content=False)
         ids.append(doc.id)
-    return Batch(index, request, originals, ids, pending)
-
-
-_FAILED_DOC = re.compile(r"'((?:[^'\\]|\\.)*)': (.*?)(?=; '|; \.\.\. and \d+ more$|$)")
-
-
-def parse_failure_description(description: str) -> dict[str, str]:
-    """clipserve's ``"2 of 8 documents failed: 'a': reason; 'b': reason"`` -> {id: reason}."""
-    head, sep, listed = description.partition(" failed: ")
-    if not sep or " of " not in head:
-        return {}
-    return {m.group(1): m.group(2) for m in _FAILED_DOC.finditer(listed)}
+    nested_ids = frozenset(_nested_ids(docs)) if job.selector else frozenset()
+    return Batch(index, request, originals, ids, pending, nested_ids)
 
 
 def set_request_timeout(request: DataRequestProto, seconds: float | None) -> None:
@@ -185,40 +233,22 @@ def set_request_timeout(request: DataRequestProto, seconds: float | None) -> Non
         request.header.timeout = min(math.ceil(seconds * 1000), 2**32 - 1)
 
 
-def is_request_level(reply: DataRequestProto) -> bool:
-    """An ERROR reply that refuses the whole request (not per-document failures)."""
-    status = reply.header.status
-    if status.code != StatusProto.ERROR:
-        return False
-    has_results = any(d.HasField("embedding") for d in reply.data.docs.docs)
-    return not has_results and not parse_failure_description(status.description)
-
-
-def reply_failures(reply: DataRequestProto, batch: Batch) -> dict[str, str]:
-    """Which documents of ``batch`` failed, with the server's reason (listed ids get their
-    own reason; any other document without an embedding gets the reply's description)."""
-    failures: dict[str, str] = {}
-    status = reply.header.status
-    if status.code != StatusProto.ERROR:
-        return failures
-    reason = status.description or status.exception.name or "server error"
-    known = set(batch.ids)
-    for doc_id, why in parse_failure_description(status.description).items():
-        if doc_id in known:
-            failures[doc_id] = why
-    answered = {d.id for d in reply.data.docs.docs if d.HasField("embedding") or d.matches}
-    for doc_id in batch.ids:
-        if doc_id not in answered and doc_id not in failures:
-            failures[doc_id] = reason
-    return failures
+def _nested_ids(docs: Iterable[DocumentProto]) -> Iterator[str]:
+    for doc in docs:
+        for children in (doc.chunks, doc.matches):
+            yield from (child.id for child in children)
+            yield from _nested_ids(children)
 
 
 class Results:
     """Puts replies back in input order: rows of an array for strings, the input Documents
     (embedding set, matches re-ranked) for Documents."""
 
-    def __init__(self, kind: InputKind | None, endpoint: str, collect: bool) -> None:
+    def __init__(
+        self, kind: InputKind | None, endpoint: str, collect: bool, selector: str | None = None
+    ) -> None:
         self.kind = kind
+        self.selector = selector
         self.rank = endpoint.startswith("/rank")
         self.collect = collect
         self._parts: dict[int, Any] = {}
@@ -228,6 +258,8 @@ class Results:
 
     def accept(self, batch: Batch, reply: DataRequestProto) -> dict[str, str]:
         """Record one reply; returns this batch's failures (id -> reason)."""
+        if self.selector is not None:
+            return self._accept_selected(batch, reply)
         failures = reply_failures(reply, batch)
         if not failures and self.kind == "strings" and not self.rank:
             block = contiguous_embeddings(reply, batch.ids)
@@ -258,6 +290,23 @@ class Results:
         self.succeeded += len(batch.ids) - len(failures)
         if self.collect:
             self._store(batch, rows)
+        return failures
+
+    def _accept_selected(self, batch: Batch, reply: DataRequestProto) -> dict[str, str]:
+        """A reply to an access-path request: each embedding goes to the caller's Document
+        at the same place in the tree; ``succeeded`` counts the embeddings received."""
+        failures = selected_failures(reply, batch)
+        slots: dict[str, list[int]] = {}
+        for position, doc_id in enumerate(batch.ids):
+            slots.setdefault(doc_id, []).append(position)
+        for doc in reply.data.docs.docs:
+            positions = slots.get(doc.id)
+            if positions:
+                original = batch.originals[positions.pop(0)]
+                self.succeeded += docconv.copy_embeddings(original, doc)
+        self.failures.update(failures)
+        if self.collect:
+            self._parts[batch.index] = batch.originals
         return failures
 
     def _store(self, batch: Batch, rows: list[np.ndarray | None]) -> None:

@@ -69,3 +69,21 @@ def merge_matches(originals: Sequence[Any], replies: Iterable[DocumentProto]) ->
             match = to_document(proto)
         merged.append(match)
     return merged
+
+
+def copy_embeddings(original: Any, proto: DocumentProto) -> int:
+    """The embeddings of a reply document and of its chunks and matches, at every depth,
+    onto the caller's Document and its own chunks and matches (same place, same id);
+    returns how many were copied."""
+    copied = 0
+    if proto.HasField("embedding"):
+        original.embedding = read_ndarray(proto.embedding, "embedding")
+        copied = 1
+    for name in ("chunks", "matches"):
+        replies = getattr(proto, name)
+        if replies:
+            # strict=False: a reply holding more or fewer than were sent gets no guesses
+            for mine, reply in zip(getattr(original, name), replies, strict=False):
+                if mine.id == reply.id:
+                    copied += copy_embeddings(mine, reply)
+    return copied

@@ -66,9 +66,18 @@ def fill_image_uri(uri: str, out: DocumentProto, pending: list[PendingFetch]) ->
         out.mime_type = mimetypes.guess_type(path)[0] or sniff_mime(out.blob)
 
 
-def fill_from_document(doc: Any, out: DocumentProto, pending: list[PendingFetch]) -> None:
+def fill_from_document(
+    doc: Any,
+    out: DocumentProto,
+    pending: list[PendingFetch],
+    *,
+    nested: tuple[str, ...] = ("matches",),
+    require_content: bool = True,
+) -> None:
     """A docarray ``Document``: ``.text`` -> sentence; ``.blob``/``.tensor``/``.uri`` -> image.
-    Matches (for rank) are converted the same way."""
+    The ``nested`` fields (``matches`` for rank; ``chunks``/``matches`` an access path
+    reaches) are converted the same way, at every depth. Without ``require_content`` a
+    Document with nothing to encode travels empty (the server decides, by its access path)."""
     if getattr(doc, "id", None):
         out.id = doc.id
     text = getattr(doc, "text", None)
@@ -90,12 +99,16 @@ def fill_from_document(doc: Any, out: DocumentProto, pending: list[PendingFetch]
             out.uri = uri
     elif uri:
         fill_image_uri(uri, out, pending)
-    else:
+    elif require_content:
         raise InvalidInputError(
             f"{describe(doc)} has nothing to encode: set .text, .uri, .blob or .tensor"
         )
-    for match in getattr(doc, "matches", None) or ():
-        fill_from_document(match, out.matches.add(), pending)
+    for name in nested:
+        for child in getattr(doc, name, None) or ():
+            target = getattr(out, name).add()
+            fill_from_document(
+                child, target, pending, nested=nested, require_content=require_content
+            )
 
 
 def local_path(uri: str) -> str:

@@ -3,11 +3,12 @@
 A producer task cuts the input into batches just in time: it takes a window slot
 (``prefetch`` batches may be built-but-unanswered at once, which bounds memory), builds the
 next request in a worker thread (local files are read there), downloads http(s) images,
-and queues it. Each stream attempt sends first every still-unanswered batch, then new ones,
-while a consumer matches replies to batches by request id and frees their slots. Sending
-never waits for receiving. On a transient failure with retries left, a new stream resends
-only what is unanswered, after the backoff or the server's retry-after hint, whichever is
-longer; a late duplicate reply is ignored, so nothing is lost or doubled.
+shrinks big images if asked (``image_max_side``, in a worker thread) and queues it. Each
+stream attempt sends first every still-unanswered batch, then new ones, while a consumer
+matches replies to batches by request id and frees their slots. Sending never waits for
+receiving. On a transient failure with retries left, a new stream resends only what is
+unanswered, after the backoff or the server's retry-after hint, whichever is longer; a late
+duplicate reply is ignored, so nothing is lost or doubled.
 
 Every request carries the client's ``timeout`` as its deadline (``header.timeout``), so
 the server drops it once the client could no longer use the answer. A request refused by
@@ -25,19 +26,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clipserve.client.core import (
-    Batch,
-    Job,
-    Results,
-    is_request_level,
-    next_batch,
-    set_request_timeout,
-)
+from clipserve.client.core import Batch, Job, Results, next_batch, set_request_timeout
 from clipserve.client.errors_map import from_error_name
+from clipserve.client.failures import is_request_level
 from clipserve.client.fetch import ImageFetcher
 from clipserve.client.progress import ProgressReporter
 from clipserve.client.response import Response
 from clipserve.client.retry import RetryPolicy, is_transient
+from clipserve.client.shrink import shrink_request
 from clipserve.client.transports import Transport
 from clipserve.errors import (
     AuthenticationError,
@@ -71,6 +67,7 @@ class Pipeline:
         timeout: float | None,
         retry: RetryPolicy,
         fetch_timeout: float,
+        image_max_side: int | None = None,
         progress: ProgressReporter | None = None,
         on_done: Callback | None = None,
         on_error: Callback | None = None,
@@ -82,8 +79,9 @@ class Pipeline:
         self.timeout = timeout
         self.retry = retry
         self.progress = progress
+        self.image_max_side = image_max_side
         self.on_done, self.on_error, self.on_always = on_done, on_error, on_always
-        self.results = Results(job.kind, job.endpoint, job.collect)
+        self.results = Results(job.kind, job.endpoint, job.collect, job.selector)
         self._fetcher = ImageFetcher(fetch_timeout)
         self._ready: asyncio.Queue[Batch | _Resend | None] = asyncio.Queue()
         self._window = asyncio.Semaphore(self.prefetch)
@@ -141,6 +139,8 @@ class Pipeline:
                 break
             if batch.pending:
                 await self._fetcher.fill(batch.pending)
+            if self.image_max_side is not None:
+                await asyncio.to_thread(shrink_request, batch.request, self.image_max_side)
             index += 1
             start += len(batch.ids)
             set_request_timeout(batch.request, self.timeout)

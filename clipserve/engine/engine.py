@@ -44,6 +44,7 @@ from clipserve.engine.replicas import ReplicaPool
 from clipserve.errors import EngineUnhealthyError, InvalidInputError, ServerUnavailableError
 from clipserve.models.base import EmbeddingModel
 from clipserve.models.pixel_budget import PixelBudget
+from clipserve.models.runtime import available_cpus
 
 #: what ``Engine`` accepts as its model: one model, one per replica, or a factory
 ModelSource = EmbeddingModel | Sequence[EmbeddingModel] | Callable[[], EmbeddingModel]
@@ -56,6 +57,8 @@ class Engine:
 
     ``model`` is a model (shared by ``replicas`` inference threads), a list of models (one
     thread each) or a zero-argument factory called ``replicas`` times at ``start()``.
+    ``preprocess_workers`` threads decode images and tokenise texts (default: one per CPU;
+    Pillow and numpy release the GIL while they work, see docs/benchmarks.md).
     ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
     but not yet answered, per modality, and ``max_queue_image_mb`` the bytes those images
     hold; a call that would exceed either waits for room up to ``max_queue_wait_s`` seconds
@@ -75,7 +78,7 @@ class Engine:
         max_queue_image_mb: float = 512.0,
         max_queue_wait_s: float = 0.0,
         replicas: int = 1,
-        preprocess_workers: int = 2,
+        preprocess_workers: int | None = None,
         max_decoding_megapixels: float = 48.0,
         forward_timeout_s: float | None = None,
         metrics: Metrics | None = None,
@@ -84,6 +87,8 @@ class Engine:
             raise ValueError("max_batch_size must be >= 1")
         if max_wait_ms < 0 or max_queue_wait_s < 0:
             raise ValueError("max_wait_ms and max_queue_wait_s must be >= 0")
+        if preprocess_workers is None:
+            preprocess_workers = available_cpus()
         if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
             raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
         if max_queue_image_mb <= 0 or max_decoding_megapixels <= 0:
@@ -275,6 +280,10 @@ class Engine:
         texts = list(texts)
         await self._admission.reserve({"text": len(texts)}, deadline)
         return await self._ledger.submit({"text": texts}, deadline) if texts else []
+
+    def cache_info(self) -> dict[str, Any]:
+        """What /health shows about the embedding cache: none here (see ``CachedEngine``)."""
+        return {"enabled": False}
 
     def _check_accepting(self) -> None:
         if self._state != "running":

@@ -78,6 +78,46 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.prepare_cpu = Counter(
+            "clipserve_prepare_cpu_seconds",
+            "CPU time the preprocessing threads spent decoding images / tokenising texts.",
+            ["modality"],
+            registry=registry,
+        )
+        # embedding cache (engine.cached)
+        self.cache_hits = Counter(
+            "clipserve_cache_hits",
+            "Inputs answered from the embedding cache, by tier (memory, disk).",
+            ["modality", "tier"],
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "clipserve_cache_misses",
+            "Inputs the embedding cache did not hold, sent to the model.",
+            ["modality"],
+            registry=registry,
+        )
+        self.cache_coalesced = Counter(
+            "clipserve_cache_coalesced",
+            "Inputs that waited for an identical input already being computed.",
+            ["modality"],
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "clipserve_cache_evictions",
+            "Entries dropped from the in-memory cache to stay within its size.",
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "clipserve_cache_bytes",
+            "Bytes held by the in-memory embedding cache (values, keys, per-entry overhead).",
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "clipserve_cache_entries",
+            "Entries in the in-memory embedding cache.",
+            registry=registry,
+        )
         # front-ends
         self.requests = Counter(
             "clipserve_requests",

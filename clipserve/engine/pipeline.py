@@ -65,6 +65,7 @@ class BatchRunner:
         self.metrics = metrics
         self.stats = stats
         self.batches: set[asyncio.Task[None]] = set()
+        self._prepare_cpu = {m: metrics.prepare_cpu.labels(m) for m in ("text", "image")}
 
     async def loop(self, modality: Modality, queue: BatchQueue, in_flight_limit: int) -> None:
         in_flight = asyncio.Semaphore(in_flight_limit)
@@ -116,8 +117,9 @@ class BatchRunner:
     async def _prepare_texts(self, batch: list[Span]) -> Any:
         texts = batch[0].inputs() if len(batch) == 1 else [t for s in batch for t in s.inputs()]
         loop = asyncio.get_running_loop()
+        prepare = _timed(self.model.prepare_texts, self._prepare_cpu["text"])
         try:
-            return await loop.run_in_executor(self.prepare_pool, self.model.prepare_texts, texts)
+            return await loop.run_in_executor(self.prepare_pool, prepare, texts)
         except ClipServeError:
             raise
         except Exception as exc:
@@ -128,6 +130,7 @@ class BatchRunner:
         prepare = self.model.prepare_image
         if self.pixel_budget is not None:
             prepare = functools.partial(_within_budget, self.pixel_budget, prepare)
+        prepare = _timed(prepare, self._prepare_cpu["image"])
         singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
         jobs = [
             loop.run_in_executor(self.prepare_pool, prepare, single.group.inputs[single.start])
@@ -191,6 +194,19 @@ class BatchRunner:
                 f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
             )
         return kept, embeddings
+
+
+def _timed(prepare: Callable[[Any], Any], cpu_seconds: Any) -> Callable[[Any], Any]:
+    """``prepare``, adding the CPU time of the worker thread running it to a counter."""
+
+    def timed(value: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return prepare(value)
+        finally:
+            cpu_seconds.inc(time.thread_time() - started)
+
+    return timed
 
 
 def _within_budget(budget: PixelBudget, prepare: Callable[[Any], Any], source: Any) -> Any:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from clipserve.models.images import DECODE_VERSION
+
 # An image as the engine hands it to a model: encoded file bytes (any Pillow format)
 # or a decoded uint8 array of shape [H, W, C] (C in 1, 3, 4).
 ImageSource = bytes | np.ndarray
@@ -30,6 +32,10 @@ class EmbeddingModel(ABC):
     backend: str = "torch"
     #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
     precision: str = "float"
+    #: True: decode every image at full size and preprocess exactly as the model's reference
+    #: does (slow on big photos). False (default): big photos are decoded straight to about
+    #: twice the model's input (``models.images``), then preprocessed the same way
+    exact_preprocess: bool = False
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:
@@ -60,6 +66,19 @@ class EmbeddingModel(ABC):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.forward_texts(self.prepare_texts(list(texts)))
+
+    def weights_revision(self) -> str:
+        """What identifies this model's weights beyond its name, backend and precision: a hash
+        of its weight files, its pinned packages' versions, a random seed... Embedding caches
+        key on it (``identity()``), so two models that may embed differently must differ
+        here. Subclasses that load weights override it; the default names only the class."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def identity(self) -> str:
+        """Everything that decides this model's output for a given input, as one string."""
+        preprocess = "exact" if self.exact_preprocess else f"fast-{DECODE_VERSION}"
+        parts = (self.name, self.backend, self.precision, self.weights_revision(), preprocess)
+        return "|".join(parts)
 
     def warmup(self) -> None:
         """Run one tiny batch of each modality so the first request is not slow."""

@@ -46,6 +46,9 @@ class HashModel(EmbeddingModel):
         negate = rng.integers(0, 2, (DIGEST_BYTES, 256))
         self._row_of = ((np.arange(256) + offsets) % 256 + 256 * negate).astype(np.intp)
 
+    def weights_revision(self) -> str:
+        return f"blake2b-table-seed{TABLE_SEED}-range{TABLE_RANGE}"
+
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         """The digest of the encoded bytes, or of an array's dtype, shape and bytes."""
         if isinstance(image, np.ndarray):

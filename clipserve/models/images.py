@@ -2,6 +2,12 @@
 
 Every model's preprocessing starts here, so one place enforces the pixel limit and turns
 each way an image can be broken into an ``InvalidInputError`` with a readable reason.
+
+Big photos are decoded straight to near the size a model needs (``min_side``): a JPEG is
+decoded at 1/2, 1/4 or 1/8 scale inside libjpeg (``draft``: the DCT is scaled, so most of
+the pixel work never happens), any image is then box-averaged by a whole factor
+(``reduce``), both only as far as the shorter side stays ``>= min_side``. Models ask for
+about twice their input, so their own resize still averages many pixels into each one.
 """
 
 from __future__ import annotations
@@ -19,14 +25,24 @@ from clipserve.models.pixel_budget import charge_decoded_pixels
 #: default cap on width x height, checked before any pixel is decoded (decompression bombs)
 DEFAULT_MAX_PIXELS = 64_000_000
 MAX_ENCODED_BYTES = 64 * 1024 * 1024
+#: names the reduced-decode recipe below; part of every model's ``identity()`` (so of
+#: embedding cache keys): change it when the fast path's pixels change
+DECODE_VERSION = "decode-v1"
 
 
 def decode_image(
-    source: bytes | np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: bytes | np.ndarray,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
 ) -> Image.Image:
-    """Encoded bytes (any Pillow format) or a uint8 [H, W, C] array -> RGB image."""
+    """Encoded bytes (any Pillow format) or a uint8 [H, W, C] array -> RGB image.
+
+    ``min_side``: the image may come back smaller than stored, by a whole factor, as long as
+    its shorter side stays at least ``min_side`` pixels; None decodes at full size.
+    """
     if isinstance(source, np.ndarray):
-        return image_from_array(source, max_pixels=max_pixels)
+        return image_from_array(source, max_pixels=max_pixels, min_side=min_side)
     if not isinstance(source, (bytes, bytearray, memoryview)):
         raise InvalidInputError(f"image must be bytes or an array, got {type(source).__name__}")
     data = bytes(source)
@@ -40,6 +56,8 @@ def decode_image(
             image = Image.open(io.BytesIO(data))
             _check_size(image.width, image.height, max_pixels)
             image.seek(0)  # first frame of GIF/APNG/WebP animations
+            if min_side:  # JPEG only (a no-op elsewhere): decode at a reduced scale
+                image.draft(None, (min_side, min_side))
             # the size it will decode at: keep this after any reduced-scale draft() call
             charge_decoded_pixels(image.width * image.height)
             image.load()
@@ -53,11 +71,29 @@ def decode_image(
         raise InvalidInputError(f"not a readable image: {_short(exc)}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise InvalidInputError(f"corrupt or truncated image: {_short(exc)}") from exc
+    image = shrink(image, min_side)
     image = ImageOps.exif_transpose(image) or image
     return to_rgb(image)
 
 
-def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def shrink(image: Image.Image, min_side: int | None) -> Image.Image:
+    """Box-average by the largest whole factor that keeps the shorter side ``>= min_side``
+    (the image itself when that factor is 1 or ``min_side`` is None)."""
+    factor = min(image.size) // min_side if min_side else 1
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE:
+        image = to_rgb(image)
+    return image.reduce(factor)
+
+
+#: modes ``Image.reduce`` averages directly (alpha ones premultiplied); others go RGB first
+_REDUCIBLE = ("RGB", "L", "RGBA", "LA", "CMYK", "YCbCr")
+
+
+def image_from_array(
+    array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> Image.Image:
     """A [H, W, C] (or [H, W]) array, uint8 or float in [0, 1] / [0, 255] -> RGB image."""
     if array.ndim == 2:
         array = array[:, :, None]
@@ -88,7 +124,7 @@ def image_from_array(array: np.ndarray, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         image = Image.fromarray(
             np.ascontiguousarray(array), mode="RGB" if channels == 3 else "RGBA"
         )
-    return to_rgb(image)
+    return to_rgb(shrink(image, min_side))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

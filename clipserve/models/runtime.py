@@ -62,12 +62,17 @@ def ort_spinning() -> str:
     return value
 
 
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity mask): the decode pool's size."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def physical_cores() -> int:
     """Physical cores available to this process (hyper-threads do not help GEMMs)."""
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        available = os.cpu_count() or 1
+    available = available_cpus()
     try:
         siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
         per_core = len([part for part in siblings.strip().split(",") if part]) or 1

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
-from clipserve.engine import Engine
+from clipserve.engine import CachedEngine, Engine
 from clipserve.engine.health import EngineHealth
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.models.base import EmbeddingModel
@@ -40,6 +40,7 @@ from clipserve.server.startup import (
     load_configured_model,
     replica_devices,
     uri_policy_from,
+    with_cache,
     write_port_file,
 )
 from clipserve.server.tls import TlsFiles
@@ -71,7 +72,7 @@ class ClipServer:
         self.model = model
         self._owns_model = model is None
         self._replicas: list[EmbeddingModel] = []
-        self.engine: Engine | None = None
+        self.engine: Engine | CachedEngine | None = None
         self.service: EmbeddingService | None = None
         self.grpc: GrpcFrontend | None = None
         self.auth: TokenAuth | None = None
@@ -142,7 +143,7 @@ class ClipServer:
             replicas = self._replicas
             log.info("clipserve: %d model replicas on %s", len(self._replicas),
                      ", ".join(replica_devices(config)))  # fmt: skip
-        self.engine = Engine(
+        engine = Engine(
             replicas,
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
@@ -155,6 +156,7 @@ class ClipServer:
             forward_timeout_s=config.forward_timeout_s or None,
             metrics=self.metrics,
         )
+        self.engine = with_cache(engine, config, self.metrics)
         await self.engine.start()
         self.engine.health.subscribe(self._health_changed)
         self.service = EmbeddingService(

@@ -80,7 +80,16 @@ class ServerConfig:
     #: exit (status 70) when the server turns unhealthy, for a supervisor to restart it
     exit_on_stuck: bool = False
     replicas: int = 1
-    preprocess_workers: int = 2
+    #: image decoding / tokenising threads (None: one per CPU)
+    preprocess_workers: int | None = None
+    #: decode every image at full size and preprocess exactly like the model's reference
+    #: (slow on big photos); by default big photos are decoded straight to ~2x the input
+    exact_preprocess: bool = False
+    #: in-memory embedding cache in MiB (0: off); see ``clipserve.engine.cache``
+    cache_mb: float = 128.0
+    #: directory of an on-disk embedding cache that survives restarts (None: memory only)
+    cache_disk_dir: str | None = None
+    cache_disk_mb: float = 2048.0
     grpc_max_message_mb: int = 256
     http_max_body_mb: int = 256
     #: requests one gRPC stream / WebSocket connection may have in flight at once
@@ -126,10 +135,14 @@ class ServerConfig:
             if not 0 <= int(port) <= 65535:
                 raise ValueError(f"{name} must be within 0..65535, got {port}")
         positive = ("max_batch_size", "max_queue_items", "replicas", "grpc_max_message_mb")
-        positive += ("http_max_body_mb", "max_inflight_per_stream", "preprocess_workers")
+        positive += ("http_max_body_mb", "max_inflight_per_stream")
+        if self.preprocess_workers is not None:
+            positive += ("preprocess_workers",)
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cache_mb < 0 or self.cache_disk_mb <= 0:
+            raise ValueError("cache_mb must be >= 0 (0: off) and cache_disk_mb > 0")
         if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:
             raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
         if self.forward_timeout_s < 0 or self.max_queue_image_mb <= 0:

@@ -1,9 +1,11 @@
 """Documents -> what the engine takes, and the words for those that fail.
 
-A document holds a text, an image (``blob`` bytes, a ``tensor``, or a ``uri`` to read
-under the server's URI policy), or nothing. ``DocumentReader.prepare`` turns each into a
-``str`` (a text), an ``ImageItem``, or the ``ClipServeError`` that document already has:
-one bad document never fails the others. Size limits come from ``Limits``.
+``select_documents`` picks the documents a request asks to embed (its ``access_paths``,
+``clipserve.wire.access_paths``) under the per-request document limit. A document holds
+a text, an image (``blob`` bytes, a ``tensor``, or a ``uri`` to read under the server's
+URI policy), or nothing. ``DocumentReader.prepare`` turns each into a ``str`` (a text),
+an ``ImageItem``, or the ``ClipServeError`` that document already has: one bad document
+never fails the others. Size limits come from ``Limits``.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from clipserve.server.limits import Limits
 from clipserve.server.uri_fetch import fetch_uri
 from clipserve.server.uri_policy import UriPolicy
 from clipserve.wire import DocumentProto
+from clipserve.wire.access_paths import AccessPaths, Selection, select
 from clipserve.wire.messages import doc_kind
 from clipserve.wire.ndarray import read_ndarray
 
 MAX_LISTED_FAILURES = 10
 MAX_CONCURRENT_FETCHES = 8
+#: an access path may look at this many documents per document a request may embed
+WALK_DOCS_PER_LIMIT = 64
 
 #: a document ready for the engine: a text (``str``), an image, or the error it already has
 Prepared = str | ImageItem | ClipServeError
@@ -37,6 +42,32 @@ class _Fetch:
     """An image the document names by ``uri`` only: fetched under the URI policy."""
 
     uri: str
+
+
+def select_documents(docs: Sequence[DocumentProto], paths: AccessPaths, limit: int) -> Selection:
+    """The documents ``paths`` selects, refused whole (``InputRefusedError``) when more
+    than ``limit`` are selected or more than ``WALK_DOCS_PER_LIMIT x limit`` would be
+    looked at. When a selector reaches below the request's documents, a selected document
+    with no content of its own but with chunks or matches is a container of what it holds:
+    it is left out, untouched, rather than failed."""
+    if paths.is_all_roots:
+        check_document_count(len(docs), limit)
+        return Selection(docs)
+    keep = _has_content_or_no_nested if paths.reaches_nested else None
+    return select(
+        docs, paths, keep=keep, max_selected=limit, max_visits=WALK_DOCS_PER_LIMIT * limit
+    )
+
+
+def check_document_count(count: int, limit: int) -> None:
+    if count > limit:
+        raise InputRefusedError(
+            f"request has {count} documents, above the limit of {limit}; send smaller batches"
+        )
+
+
+def _has_content_or_no_nested(doc: DocumentProto) -> bool:
+    return not (doc.chunks or doc.matches) or doc_kind(doc) != "empty"
 
 
 class DocumentReader:
@@ -96,7 +127,9 @@ class DocumentReader:
         if doc_kind(doc) == "empty":
             if empty_as_text:
                 return ""
-            raise InvalidInputError("document has no content: set text, blob, tensor or uri")
+            raise InvalidInputError(
+                "document has no content: set text, blob, tensor or uri" + _nested_hint(doc)
+            )
         content = doc.WhichOneof("content")
         if content == "blob":
             self.check_image_size(len(doc.blob), "image blob")
@@ -113,6 +146,13 @@ class DocumentReader:
             if not doc.uri:
                 raise InvalidInputError("image tensor is set but holds no array")
         return _Fetch(doc.uri)
+
+
+def _nested_hint(doc: DocumentProto) -> str:
+    for name, selector in (("chunks", "@c"), ("matches", "@m")):
+        if count := len(getattr(doc, name)):
+            return f" (it holds {count} {name}: access_paths={selector!r} embeds those)"
+    return ""
 
 
 def drop_image_content(doc: DocumentProto) -> None:
@@ -135,8 +175,9 @@ def reason(error: ClipServeError) -> str:
     return error.reason if isinstance(error, InvalidInputError) else str(error)
 
 
-def doc_label(doc: DocumentProto, index: int) -> str:
-    """``'id'`` with ``\\`` and ``'`` backslash-escaped (what clients parse), or ``#index``."""
+def doc_label(doc: DocumentProto, where: str) -> str:
+    """``'id'`` with ``\\`` and ``'`` backslash-escaped (what clients parse), or, for a
+    document without an id, where it sits (``#2``, ``#0.chunks[1]``)."""
     if not doc.id:
-        return f"#{index}"
+        return where
     return "'" + doc.id.replace("\\", "\\\\").replace("'", "\\'") + "'"

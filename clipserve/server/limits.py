@@ -11,8 +11,9 @@ MiB = 1024 * 1024
 class Limits:
     """What one request may ask for.
 
-    - ``max_docs_per_request``: documents in one request, rank matches included; a larger
-      request is refused as a whole (``InvalidInputError``) before anything is decoded.
+    - ``max_docs_per_request``: documents one request asks to embed (those its access path
+      selects; rank matches included); a larger request is refused as a whole
+      (``InputRefusedError``) before any work is queued.
     - ``max_text_chars``: longer sentences are truncated to this many characters. Models
       keep only their first few hundred tokens anyway, so the embedding is unchanged; the
       cut only bounds the tokenizer's work.

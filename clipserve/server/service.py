@@ -5,14 +5,14 @@ Front-ends (gRPC, HTTP, WebSocket) only decode, hand the request to the ``Dispat
 uses the same service through its small public surface (``encode_texts``,
 ``encode_images``, ``check_model_name``, ``resolve_uri``). Policies decided here:
 
-- Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; an empty document is
-  embedded as the empty string, which is what ``profile()`` sends) and ``/rank``. Anything
+- Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; at the default ``@r``
+  an empty document is embedded as the empty string, which is what ``profile()`` sends)
+  and ``/rank``. Anything
   else, and ``data.docs_bytes`` (pickle; never unpickled), refuse the whole request.
-- Parameters: ``drop_image_content`` (bool), ``model_name`` (str, must name the served
-  model), ``access_paths``/``traversal_paths`` (only ``"@r"``). Keys starting with ``__``
-  (``__results__`` from ``profile()``) and other unknown keys are ignored, like Jina
-  executors ignore parameters they do not read; a known key with the wrong type is refused.
-- Documents are answered positionally and every id is echoed; duplicate ids are allowed.
+- Parameters (``parameters.py``): ``drop_image_content``, ``model_name`` and
+  ``access_paths`` (``traversal_paths``): which documents of the tree to embed, ``@r`` by
+  default; the others come back untouched, and so does the tree's shape.
+- Documents are answered in place and every id is echoed; duplicate ids are allowed.
 - A document that cannot be encoded fails alone: the reply carries status ERROR naming
   each failing id and reason, and every good document still carries its embedding
   (reading documents, URIs and size checks: ``documents.py``).
@@ -23,47 +23,31 @@ uses the same service through its small public surface (``encode_texts``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from clipserve.engine import Engine, ImageItem, Outcome, TextItem
-from clipserve.errors import ClipServeError, InputRefusedError, InvalidInputError
+from clipserve.engine import CachedEngine, Engine, ImageItem, Outcome, TextItem
+from clipserve.errors import ClipServeError, InvalidInputError
 from clipserve.server import rank as ranking
 from clipserve.server.documents import (
     DocumentReader,
     Failure,
     Prepared,
+    check_document_count,
     describe_failures,
     doc_label,
     drop_image_content,
     reason,
+    select_documents,
 )
 from clipserve.server.limits import Limits
+from clipserve.server.parameters import RequestOptions, read_options
 from clipserve.server.uri_policy import UriPolicy
 from clipserve.wire import DataRequestProto, DocumentProto
-from clipserve.wire.messages import (
-    ENDPOINTS,
-    add_route,
-    endpoint_of,
-    now_ns,
-    parameters_named,
-    set_error,
-)
+from clipserve.wire.access_paths import Selection
+from clipserve.wire.messages import ENDPOINTS, add_route, endpoint_of, now_ns, set_error
 from clipserve.wire.ndarray import EmbeddingWriter, write_ndarray
-
-_PARAMETER_TYPES: dict[str, type] = {
-    "drop_image_content": bool,
-    "model_name": str,
-    "access_paths": str,
-    "traversal_paths": str,
-}
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    drop_image_content: bool = False
 
 
 class Answer(NamedTuple):
@@ -79,7 +63,7 @@ class EmbeddingService:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | CachedEngine,
         *,
         model_name: str,
         limits: Limits | None = None,
@@ -99,6 +83,8 @@ class EmbeddingService:
             "precision": model.precision,
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
+            "exact_preprocess": model.exact_preprocess,
+            "cache": self.engine.cache_info(),
         }
 
     # ---- the public surface other front-ends build on -------------------------------
@@ -132,14 +118,24 @@ class EmbeddingService:
         started = now_ns()
         endpoint = endpoint_of(request)
         docs = self._check_request(request, endpoint)
-        options = self._options(request)
+        options = read_options(request, endpoint)
+        self.check_model_name(options.model_name)
+        suffix = request.header.exec_endpoint.strip("/").split("/", 1)
+        if len(suffix) == 2:
+            self.check_model_name(suffix[1])
+        limit = self.limits.max_docs_per_request
         if endpoint == "/rank":
+            total = sum(1 + len(doc.matches) for doc in docs)
+            check_document_count(total, limit)
             failures, span = await self._rank(docs, options)
         else:
-            failures, span = await self._encode_docs(docs, options, endpoint == "/")
+            selection = select_documents(docs, options.access_paths, limit)
+            total = len(selection.docs)
+            # profile() sends Document(text='') to "/": embedded as the empty string there
+            empty_as_text = endpoint == "/" and options.access_paths.is_all_roots
+            failures, span = await self._encode_docs(selection, options, empty_as_text)
         reply = request
         del reply.routes[:]
-        total = _count_docs(docs, endpoint)
         if failures:
             set_error(reply, describe_failures(failures, total), type(failures[0][1]).__name__)
         else:
@@ -159,38 +155,12 @@ class EmbeddingService:
                 f"unknown endpoint {request.header.exec_endpoint!r}; "
                 f"this server answers {', '.join(ENDPOINTS[:-1])} and {ENDPOINTS[-1]}"
             )
-        docs = request.data.docs.docs
-        count = _count_docs(docs, endpoint)
-        if count > self.limits.max_docs_per_request:
-            raise InputRefusedError(
-                f"request has {count} documents, above the limit of "
-                f"{self.limits.max_docs_per_request}; send smaller batches"
-            )
-        return docs
-
-    def _options(self, request: DataRequestProto) -> RequestOptions:
-        parameters = parameters_named(request, _PARAMETER_TYPES)
-        for key, value in parameters.items():  # only the named ones were read
-            expected = _PARAMETER_TYPES[key]
-            if not isinstance(value, expected):
-                raise InvalidInputError(
-                    f"parameter {key!r} must be a {expected.__name__}, got {value!r}"
-                )
-        for key in ("access_paths", "traversal_paths"):
-            if parameters.get(key, "@r") not in ("@r", "r"):
-                raise InvalidInputError(
-                    f"parameter {key}={parameters[key]!r} is not supported; only '@r' "
-                    "(the top-level documents) is"
-                )
-        endpoint = request.header.exec_endpoint.strip("/").split("/", 1)
-        self.check_model_name(parameters.get("model_name"))
-        if len(endpoint) == 2:
-            self.check_model_name(endpoint[1])
-        return RequestOptions(bool(parameters.get("drop_image_content", False)))
+        return request.data.docs.docs
 
     async def _encode_docs(
-        self, docs: Sequence[DocumentProto], options: RequestOptions, empty_as_text: bool
+        self, selection: Selection, options: RequestOptions, empty_as_text: bool
     ) -> tuple[list[Failure], tuple[int, int]]:
+        docs = selection.docs
         prepared = await self.documents.prepare(docs, empty_as_text=empty_as_text)
         start = now_ns()
         outcomes = await self._encode(prepared)
@@ -199,7 +169,7 @@ class EmbeddingService:
         writer = EmbeddingWriter()
         for index, (doc, outcome) in enumerate(zip(docs, outcomes, strict=True)):
             if isinstance(outcome, ClipServeError):
-                failures.append((doc_label(doc, index), outcome))
+                failures.append((doc_label(doc, selection.where(index)), outcome))
             else:
                 writer.write(outcome, doc.embedding)
         if options.drop_image_content:  # a text document has no image content to drop
@@ -226,7 +196,7 @@ class EmbeddingService:
             position += 1 + len(query.matches)
             error = own if isinstance(own, ClipServeError) else _first_match_error(query, matched)
             if error is not None:
-                failures.append((doc_label(query, index), error))
+                failures.append((doc_label(query, f"#{index}"), error))
             else:
                 write_ndarray(own.astype(np.float32, copy=False), query.embedding)
                 _sort_matches(query, own, matched)
@@ -254,20 +224,23 @@ class EmbeddingService:
 
 
 def count_documents(request: DataRequestProto) -> int:
-    """The documents a request asks to embed (rank matches count)."""
-    return _count_docs(request.data.docs.docs, endpoint_of(request))
-
-
-def _count_docs(docs: Sequence[DocumentProto], endpoint: str) -> int:
-    if endpoint == "/rank":
-        return sum(1 + len(doc.matches) for doc in docs)
-    return len(docs)
+    """Every document the request holds, nested chunks and matches included: an upper bound
+    of what it can ask to embed (what a tenant's document rate counts)."""
+    stack = list(request.data.docs.docs)
+    count = 0
+    while stack:
+        doc = stack.pop()
+        count += 1
+        stack.extend(doc.chunks)
+        stack.extend(doc.matches)
+    return count
 
 
 def _first_match_error(query: DocumentProto, outcomes: list[Outcome]) -> ClipServeError | None:
     for index, (match, outcome) in enumerate(zip(query.matches, outcomes, strict=True)):
         if isinstance(outcome, ClipServeError):
-            return type(outcome)(f"match {doc_label(match, index)}: {reason(outcome)}")
+            label = doc_label(match, f"#{index}")
+            return type(outcome)(f"match {label}: {reason(outcome)}")
     return None
 
 

@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from clipserve.engine import CachedEngine, EmbeddingCache, Engine
 from clipserve.engine.inference import settle
+from clipserve.engine.metrics import Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
-from clipserve.server.limits import Limits
+from clipserve.server.limits import Limits, MiB
 from clipserve.server.uri_policy import UriPolicy
 
 T = TypeVar("T")
@@ -32,13 +34,15 @@ def replica_devices(config: ServerConfig) -> list[str]:
 def load_configured_model(config: ServerConfig, device: str | None = None) -> EmbeddingModel:
     from clipserve.models.registry import load_model
 
-    return load_model(
+    model = load_model(
         config.model,
         backend=config.backend,
         device=device or replica_devices(config)[0],
         cache_dir=config.cache_dir,
         precision=config.precision,
     )
+    model.exact_preprocess = config.exact_preprocess
+    return model
 
 
 async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
@@ -59,6 +63,18 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=work, name="clipserve-load", daemon=True).start()
     return await future
+
+
+def with_cache(engine: Engine, config: ServerConfig, metrics: Metrics) -> Engine | CachedEngine:
+    """``engine`` behind the embedding cache the config asks for (itself if none)."""
+    if config.cache_mb <= 0 and not config.cache_disk_dir:
+        return engine
+    cache = EmbeddingCache(
+        int(config.cache_mb * MiB),
+        disk_dir=config.cache_disk_dir,
+        disk_max_bytes=int(config.cache_disk_mb * MiB),
+    )
+    return CachedEngine(engine, cache, metrics)
 
 
 def limits_from(value: Limits | Mapping[str, Any] | None) -> Limits | None:

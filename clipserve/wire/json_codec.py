@@ -101,6 +101,8 @@ def request_from_json(obj: Any, default_endpoint: str = "/") -> DataRequestProto
 
 
 def doc_from_json(item: Any, out: DocumentProto, where: str = "document", depth: int = 0) -> None:
+    """One document in docarray's dict shape; every field clipserve's proto holds but
+    ``_metadata`` is read, so a document the server leaves alone comes back as sent."""
     if depth > MAX_NESTING:
         raise InvalidInputError(f"{where}: documents nested deeper than {MAX_NESTING} levels")
     if isinstance(item, str):  # a bare string in "data" is taken as a sentence
@@ -121,6 +123,7 @@ def doc_from_json(item: Any, out: DocumentProto, where: str = "document", depth:
         _array_from_json(fields["tensor"], out.tensor, f"{where}.tensor")
     if "embedding" in fields:
         _array_from_json(fields["embedding"], out.embedding, f"{where}.embedding")
+    _numbers_from_json(fields, out, where)
     if "tags" in fields:
         if not isinstance(fields["tags"], Mapping):
             raise InvalidInputError(f"{where}.tags must be an object")
@@ -128,6 +131,9 @@ def doc_from_json(item: Any, out: DocumentProto, where: str = "document", depth:
             out.tags.update(dict(fields["tags"]))
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInputError(f"{where}.tags cannot be represented: {exc}") from exc
+    for name in ("scores", "evaluations"):
+        if name in fields:
+            _scores_from_json(fields[name], getattr(out, name), f"{where}.{name}")
     for name in ("matches", "chunks"):
         children = fields.get(name)
         if children is None:
@@ -187,17 +193,71 @@ def doc_to_json(doc: DocumentProto) -> dict[str, Any]:
         out["embedding"] = None if embedding is None else embedding.tolist()
     if doc.HasField("tags"):
         out["tags"] = json_format.MessageToDict(doc.tags)
-    if doc.scores:
-        out["scores"] = {
-            name: {"value": s.value, "op_name": s.op_name, "description": s.description,
-                   "ref_id": s.ref_id}
-            for name, s in doc.scores.items()
-        }  # fmt: skip
+    for name in ("granularity", "adjacency", "weight", "offset"):
+        out[name] = getattr(doc, name) or None
+    if doc.location:
+        out["location"] = list(doc.location)
+    for name in ("scores", "evaluations"):
+        scores = getattr(doc, name)
+        if scores:
+            out[name] = {
+                key: {"value": s.value, "op_name": s.op_name, "description": s.description,
+                      "ref_id": s.ref_id}
+                for key, s in scores.items()
+            }  # fmt: skip
     if doc.matches:
         out["matches"] = [doc_to_json(m) for m in doc.matches]
     if doc.chunks:
         out["chunks"] = [doc_to_json(c) for c in doc.chunks]
     return out
+
+
+def _numbers_from_json(fields: Mapping[str, Any], out: DocumentProto, where: str) -> None:
+    """``granularity``/``adjacency`` (counts), ``weight``/``offset`` and ``location``: kept
+    so that documents the server does not embed come back as they were sent."""
+    for name in ("granularity", "adjacency"):
+        if name in fields:
+            value = fields[name]
+            if not _is_int(value) or not 0 <= value < 2**32:
+                raise InvalidInputError(f"{where}.{name} must be a count, got {value!r}")
+            setattr(out, name, value)
+    for name in ("weight", "offset"):
+        if name in fields:
+            setattr(out, name, _number(fields[name], f"{where}.{name}"))
+    if "location" in fields:
+        location = fields["location"]
+        if not isinstance(location, list):
+            raise InvalidInputError(f"{where}.location must be a list of numbers")
+        out.location.extend(_number(v, f"{where}.location") for v in location)
+
+
+def _scores_from_json(value: Any, out: Any, where: str) -> None:
+    """``{"name": {"value", "op_name", "description", "ref_id"}}`` into a scores map."""
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{where} must be an object")
+    for key, score in value.items():
+        if not isinstance(score, Mapping):
+            raise InvalidInputError(f"{where}[{key!r}] must be an object")
+        fields = {snake(k): v for k, v in score.items() if v is not None}
+        target = out[_string(key, where)]
+        if "value" in fields:
+            target.value = _number(fields["value"], f"{where}[{key!r}].value")
+        for name in ("op_name", "description", "ref_id"):
+            if name in fields:
+                setattr(target, name, _string(fields[name], f"{where}[{key!r}].{name}"))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any, where: str) -> float:
+    if _is_int(value) or isinstance(value, float):
+        try:
+            return float(value)
+        except OverflowError:
+            pass
+    raise InvalidInputError(f"{where} must be a number, got {str(value)[:40]}")
 
 
 def _string(value: Any, where: str) -> str:

@@ -7,13 +7,8 @@ import pytest
 from docarray import Document, DocumentArray
 
 from clipserve import Client
-from clipserve.client.core import (
-    Results,
-    next_batch,
-    parse_failure_description,
-    plan_job,
-    reply_failures,
-)
+from clipserve.client.core import Results, next_batch, plan_job
+from clipserve.client.failures import parse_failure_description, reply_failures
 from clipserve.client.jsonreply import reply_from_json, request_to_json_body
 from clipserve.client.retry import RetryPolicy
 from clipserve.errors import InvalidInputError

@@ -61,8 +61,9 @@ def test_credentials_on_every_protocol(auth_server, scheme) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_queue_server() -> Iterator[RunningServer]:
-    """A queue too small for a batch of 64: every such request is refused as overloaded."""
-    config = loopback_config(max_queue_items=8)
+    """A queue too small for a batch of 64: every such request is refused as overloaded (the
+    cache is off, or the texts sent again would be answered from it)."""
+    config = loopback_config(max_queue_items=8, cache_mb=0)
     with running_server(config, metrics=Metrics(CollectorRegistry())) as server:
         yield server
 
@@ -152,7 +153,7 @@ def test_profile_waits_no_longer_than_the_client_timeout(held_server, scheme) ->
 
 def test_unknown_keywords_are_refused_before_anything_is_sent() -> None:
     with Client(f"grpc://127.0.0.1:{closed_port()}") as client:
-        with pytest.raises(TypeError, match="batchsize; it takes batch_size"):
+        with pytest.raises(TypeError, match="batchsize; it takes access_paths, batch_size"):
             client.encode(["x"], batchsize=4)  # type: ignore[call-arg]
         with pytest.raises(TypeError, match=r"rank\(\) got unexpected keyword argument"):
             client.rank([], top_k=3)  # type: ignore[call-arg]

@@ -4,7 +4,8 @@ Runs inside the clip-client venv (never clipserve's): it must not import clipser
 Usage: python driver.py JOB.json, where the job is
     {"out_dir": str,
      "clients": {key: {"server": "grpc://127.0.0.1:1234", "credential": {...} | null}},
-     "ops": [{"name": str, "op": "encode" | "aencode" | "encode_docs" | "rank" | "profile",
+     "ops": [{"name": str, "op": "encode" | "aencode" | "encode_docs" | "rank" | "profile"
+              | "post" (jina's raw Client.post) | "encode_tree" (nested Documents),
               "client": key, "timeout": seconds, ...op arguments}]}
 Each op runs in turn (in a worker thread, so a hung op is reported instead of blocking the
 rest) and appends one JSON line to out_dir/results.jsonl: name, ok, error_type, error,
@@ -29,8 +30,9 @@ from docarray import Document, DocumentArray
 
 
 def make_doc(spec: dict[str, Any]) -> Document:
-    """A Document from {"text"} | {"uri"} | {"blob_file"} | {"blob_text"} | {"tensor_file"},
-    plus an optional "id"."""
+    """A Document from {"text"} | {"uri"} | {"blob_file"} | {"blob_text"} | {"tensor_file"}
+    | {} (no content: only with "chunks"/"matches"), plus an optional "id" and nested
+    "chunks"/"matches" specs."""
     kwargs: dict[str, Any] = {}
     if "id" in spec:
         kwargs["id"] = spec["id"]
@@ -44,9 +46,72 @@ def make_doc(spec: dict[str, Any]) -> Document:
         kwargs["blob"] = spec["blob_text"].encode()
     elif "tensor_file" in spec:
         kwargs["tensor"] = np.load(spec["tensor_file"])
-    else:
+    elif not ("chunks" in spec or "matches" in spec or spec.get("empty")):
         raise ValueError(f"unknown doc spec {spec}")
-    return Document(**kwargs)
+    doc = Document(**kwargs)
+    for name in ("chunks", "matches"):
+        if name in spec:
+            setattr(doc, name, [make_doc(child) for child in spec[name]])
+    return doc
+
+
+def describe_tree(docs: Any, out_dir: Path, name: str) -> list[dict[str, Any]]:
+    """Every document of a reply, depth first, with where it sits (#0.chunks[1]), what it
+    still holds, and its embedding's row in out_dir/<name>.npy (or None)."""
+    records: list[dict[str, Any]] = []
+    rows: list[np.ndarray] = []
+
+    def walk(level: Any, parent: str | None, field: str) -> None:
+        for index, doc in enumerate(level):
+            place = f"#{index}" if parent is None else f"{parent}.{field}[{index}]"
+            row = None
+            if doc.embedding is not None:
+                row = len(rows)
+                rows.append(np.asarray(doc.embedding))
+            records.append({
+                "place": place, "id": doc.id, "text": doc.text or None, "uri": doc.uri or None,
+                "has_blob": bool(doc.blob), "has_tensor": doc.tensor is not None,
+                "embedding_row": row,
+            })  # fmt: skip
+            walk(doc.chunks, place, "chunks")
+            walk(doc.matches, place, "matches")
+
+    walk(docs, None, "")
+    if rows:
+        np.save(out_dir / f"{name}.npy", np.stack(rows))
+    return records
+
+
+def jina_client(server: str) -> Any:
+    """jina's own Client for a clip-client server URL, as the issue's snippet builds it."""
+    from jina import Client as JinaClient
+
+    scheme, _, address = server.partition("://")
+    host, _, port = address.rpartition(":")
+    scheme = {"ws": "websocket", "wss": "websocket"}.get(scheme, scheme)
+    return JinaClient(host=f"{scheme}://{host}", port=int(port))
+
+
+def op_post(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """jina's raw ``Client.post`` (no clip-client): documents go as they are, nested."""
+    docs = DocumentArray([make_doc(spec) for spec in op["docs"]])
+    result = jina_client(op["server"]).post(
+        on=op.get("endpoint", "/"), inputs=docs, parameters=op.get("parameters") or {}
+    )
+    return {"type": type_of(result), "tree": describe_tree(result, out_dir, op["name"])}
+
+
+def op_encode_tree(client: Client, op: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """clip-client's ``encode`` of Documents with chunks; the nested reply is read in
+    ``on_done`` (clip-client itself copies back only the top-level embeddings)."""
+    docs = DocumentArray([make_doc(spec) for spec in op["docs"]])
+    replies: list[Document] = []
+    kwargs = dict(op.get("kwargs", {}))
+    if op.get("on_done", True):
+        kwargs["on_done"] = lambda response: replies.extend(response.docs)
+    result = client.encode(docs, **kwargs)
+    tree = describe_tree(replies if op.get("on_done", True) else docs, out_dir, op["name"])
+    return {"type": type_of(result), "tree": tree}
 
 
 def type_of(result: Any) -> str:
@@ -136,6 +201,8 @@ OPS = {
     "encode_docs": op_encode_docs,
     "rank": op_rank,
     "profile": op_profile,
+    "post": op_post,
+    "encode_tree": op_encode_tree,
 }
 
 
@@ -177,7 +244,9 @@ def main() -> int:
     }
     with open(out_dir / "results.jsonl", "a") as results:
         for op in job["ops"]:
-            record = run_op(clients[op.get("client", "default")], op, out_dir)
+            key = op.get("client", "default")
+            op.setdefault("server", job["clients"][key]["server"])
+            record = run_op(clients[key], op, out_dir)
             results.write(json.dumps(record) + "\n")
             results.flush()
     sys.stdout.flush()

@@ -35,6 +35,9 @@ class WrappedModel(EmbeddingModel):
         self.forwarded: list[list[str]] = []  # the texts of each forward pass, in order
         self.hold_images = threading.Event()  # when set, image forwards wait for release
 
+    def weights_revision(self) -> str:
+        return self.inner.weights_revision()
+
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.inner.prepare_image(image)
 

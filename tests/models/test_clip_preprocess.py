@@ -1,7 +1,9 @@
 """CLIP image preprocessing against transformers' CLIPImageProcessor, and the tokenizer.
 
 Tolerance: 1e-5 absolute on normalised pixels. Both resize with Pillow's bicubic filter on
-uint8 pixels and crop at the same offsets, so the outputs agree to float32 rounding.
+uint8 pixels and crop at the same offsets, so the outputs agree to float32 rounding. These
+photos are small, so the default path decodes them at full size too and equals the exact
+one (``exact=True``, the reference); big photos are checked in test_fast_decode.py.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ def test_matches_clip_image_processor(size: int) -> None:
     for photo in photos():
         rgb = Image.fromarray(photo).convert("RGB")
         expected = reference(images=rgb, return_tensors="np")["pixel_values"][0]
-        got = ours(photo)
+        got = ours(photo, exact=True)
         assert got.shape == (3, size, size) and got.dtype == np.float32
         assert np.abs(got - expected).max() <= 1e-5
+        assert np.array_equal(ours(photo), got)  # small: the default path is the reference
 
 
 def test_reads_preprocessor_config(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from clipserve.engine import Engine
+from clipserve.engine import CachedEngine, Engine
 from clipserve.models.base import EmbeddingModel, ImageSource
 from clipserve.models.hashing import HashModel
 from clipserve.server.app import RunningServer
@@ -88,5 +88,7 @@ def texts_request(request_id: str, count: int, blob_kib: int = 0) -> DataRequest
 
 
 def engine_of(server: RunningServer) -> Engine:
-    assert server.server.engine is not None
-    return server.server.engine
+    """The server's batching engine (behind its embedding cache, if it has one)."""
+    engine = server.server.engine
+    assert engine is not None
+    return engine.engine if isinstance(engine, CachedEngine) else engine

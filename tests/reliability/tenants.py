@@ -39,7 +39,9 @@ def tenant_server(
 ) -> Iterator[tuple[RunningServer, Metrics, Path]]:
     tokens = write_tokens(tmp_path / "tokens.yaml", entries)
     metrics = Metrics(CollectorRegistry())
-    settings = loopback_config(auth_tokens_file=str(tokens), shutdown_grace_s=1.0, **config)
+    settings = loopback_config(
+        auth_tokens_file=str(tokens), shutdown_grace_s=1.0, cache_mb=0, **config
+    )
     with running_server(settings, model=model, metrics=metrics) as server:
         yield server, metrics, tokens
 

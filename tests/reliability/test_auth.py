@@ -43,8 +43,8 @@ def processed(metrics: Metrics) -> float:
 def guarded(hash_model: EmbeddingModel) -> Iterator[tuple[RunningServer, Metrics]]:
     """Token required; health open, metrics protected."""
     metrics = Metrics(CollectorRegistry())
-    config = loopback_config(auth_token=TOKEN, open_health=True, open_metrics=False)
-    with running_server(config, model=hash_model, metrics=metrics) as server:
+    config = loopback_config(auth_token=TOKEN, open_health=True, open_metrics=False, cache_mb=0)
+    with running_server(config, model=hash_model, metrics=metrics) as server:  # counts model work
         yield server, metrics
 
 

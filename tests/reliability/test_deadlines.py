@@ -30,7 +30,7 @@ SHORT_S = 0.4
 def held_server() -> Iterator[tuple[RunningServer, GatedModel, Metrics]]:
     model = GatedModel()
     metrics = Metrics(CollectorRegistry())
-    config = loopback_config(max_batch_size=4, max_wait_ms=0, shutdown_grace_s=1.0)
+    config = loopback_config(max_batch_size=4, max_wait_ms=0, shutdown_grace_s=1.0, cache_mb=0)
     with running_server(config, model=model, metrics=metrics) as server:
         try:
             yield server, model, metrics

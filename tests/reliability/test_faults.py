@@ -66,7 +66,10 @@ def test_killed_server_makes_the_client_raise(server_process, scheme) -> None:
 def slow_server() -> Iterator[tuple[RunningServer, Metrics, GatedModel]]:
     model = GatedModel(delay_s=0.05)
     metrics = Metrics(CollectorRegistry())
-    config = loopback_config(max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0)
+    config = loopback_config(
+        max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0,
+        cache_mb=0,  # these tests watch the engine's own queue and the model's work
+    )  # fmt: skip
     with running_server(config, model=model, metrics=metrics) as running:
         yield running, metrics, model
 
@@ -191,8 +194,9 @@ async def test_model_failure_fails_only_that_batch(slow_server) -> None:
 def tiny_queue_server() -> Iterator[tuple[RunningServer, GatedModel]]:
     model = GatedModel(delay_s=0.15)
     config = loopback_config(
-        max_batch_size=4, max_queue_items=8, max_queue_wait_s=0.0, shutdown_grace_s=1.0
-    )
+        max_batch_size=4, max_queue_items=8, max_queue_wait_s=0.0, shutdown_grace_s=1.0,
+        cache_mb=0,  # the same texts again must reach the queue
+    )  # fmt: skip
     with running_server(config, model=model, metrics=Metrics(CollectorRegistry())) as running:
         try:
             yield running, model

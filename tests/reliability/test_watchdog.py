@@ -39,7 +39,9 @@ HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 def watched() -> Iterator[tuple[RunningServer, FaultyModel, Metrics]]:
     model = FaultyModel()
     metrics = Metrics(CollectorRegistry())
-    config = loopback_config(forward_timeout_s=0.3, max_batch_size=4, shutdown_grace_s=1.0)
+    config = loopback_config(
+        forward_timeout_s=0.3, max_batch_size=4, shutdown_grace_s=1.0, cache_mb=0
+    )
     with running_server(config, model=model, metrics=metrics) as server:
         try:
             yield server, model, metrics

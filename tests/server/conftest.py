@@ -39,6 +39,7 @@ def tight_server(hash_model: EmbeddingModel) -> Iterator[RunningServer]:
         model="hash",
         max_queue_items=TIGHT_QUEUE,
         max_queue_wait_s=0.0,  # refuse at once: these tests look at refusals
+        cache_mb=0,  # repeated texts must reach the queue, not the embedding cache
         max_batch_size=64,
         max_wait_ms=TIGHT_WAIT_MS,
         http_max_body_mb=1,

@@ -88,3 +88,46 @@ def test_ndarray_rejects_mismatched_buffer_and_object_dtype():
     doc.tensor.dense.dtype = "|O"
     with pytest.raises(InvalidInputError, match="not numeric"):
         read_ndarray(doc.tensor)
+
+
+def test_nested_documents_keep_every_field_both_ways():
+    """What docarray's to_dict sends for a chunk comes back as sent (HTTP carries documents
+    the server does not embed, e.g. outside ``access_paths``)."""
+    chunk = {
+        "id": "c1", "parent_id": "root", "granularity": 1, "adjacency": 2, "weight": 0.5,
+        "offset": 3.0, "location": [1.0, 2.5], "text": "a chunk", "mime_type": "text/plain",
+        "tags": {"page": 4}, "scores": {"s": {"value": 0.25, "op_name": "cosine"}},
+        "evaluations": {"e": {"value": 1.0, "description": "why", "refId": "root"}},
+    }  # fmt: skip
+    body = {"data": [{"id": "root", "chunks": [chunk], "matches": [{"id": "m", "text": "x"}]}]}
+    request = request_from_json(body)
+    proto = request.data.docs.docs[0].chunks[0]
+    assert (proto.granularity, proto.adjacency, proto.weight, proto.offset) == (1, 2, 0.5, 3.0)
+    assert list(proto.location) == [1.0, 2.5] and proto.evaluations["e"].ref_id == "root"
+    out = request_to_json(request)["data"][0]
+    assert out["matches"][0]["text"] == "x"
+    echoed = out["chunks"][0]
+    for key, value in chunk.items():
+        if key not in ("scores", "evaluations"):
+            assert echoed[key] == value, key
+    assert echoed["scores"]["s"]["value"] == 0.25 and echoed["scores"]["s"]["op_name"] == "cosine"
+    assert echoed["evaluations"]["e"]["description"] == "why"
+    assert echoed["evaluations"]["e"]["ref_id"] == "root"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("granularity", -1, "granularity must be a count"),
+        ("adjacency", 1.5, "adjacency must be a count"),
+        ("weight", "heavy", "weight must be a number"),
+        ("offset", 10**400, "offset must be a number"),
+        ("location", 3, "location must be a list of numbers"),
+        ("scores", {"s": 1}, "scores['s'] must be an object"),
+        ("scores", {"s": {"value": "high"}}, "scores['s'].value must be a number"),
+    ],
+)
+def test_bad_nested_fields_are_named(field, value, message):
+    body = {"data": [{"id": "r", "chunks": [{"id": "c", "text": "t", field: value}]}]}
+    with pytest.raises(InvalidInputError, match=message.replace("[", r"\[")):
+        request_from_json(body)

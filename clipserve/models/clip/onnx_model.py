@@ -98,8 +98,19 @@ class OnnxClipModel(EmbeddingModel):
             cache_dir=cache_dir,
         )
 
+    def weights_revision(self) -> str:
+        """The graphs run (path, size, modification time, as the int8 cache keys them; an
+        export's folder name holds its weights' fingerprint) and onnxruntime's version."""
+        import onnxruntime
+
+        digest = hashlib.blake2b(digest_size=16)
+        for graph in self.graphs:
+            stat = graph.stat()
+            digest.update(f"{graph.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return f"graphs-{digest.hexdigest()}-onnxruntime-{onnxruntime.__version__}"
+
     def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return self.preprocessor(image)
+        return self.preprocessor(image, exact=self.exact_preprocess)
 
     def prepare_texts(self, texts: list[str] | tuple[str, ...]) -> TokenBatch:
         return self.tokenizer(texts)

@@ -3,7 +3,9 @@
 Images follow the CLIP reference pipeline (what ``CLIPImageProcessor`` does): bicubic resize
 of the shorter side to ``image_size``, centre crop, RGB, scale to [0, 1], normalise with the
 CLIP mean/std. Everything is plain Pillow + numpy on top of ``decode_image`` and keeps no
-mutable state, so one preprocessor serves many worker threads.
+mutable state, so one preprocessor serves many worker threads. By default a big photo is
+decoded straight to a shorter side of at least twice ``resize_to`` first (see
+``models.images``); ``exact=True`` decodes every image at full size, as the reference does.
 
 Texts go through the model's own fast tokenizer (``tokenizers``), truncated to the context
 length (77) like CLIP, and padded per batch to the longest member. Padding is exact for
@@ -78,24 +80,26 @@ class ImagePreprocessor:
             "do_convert_rgb": True,
         }
 
-    def __call__(self, source: ImageSource) -> np.ndarray:
-        return self.preprocess(decode_image(source, max_pixels=self.max_pixels))
+    def __call__(self, source: ImageSource, *, exact: bool = False) -> np.ndarray:
+        """``exact``: decode at full size like the reference (slower on big photos). Either
+        way, a photo whose shorter side is under 4x ``resize_to`` is decoded at full size,
+        so its result is the reference's."""
+        min_side = None if exact else 2 * self.resize_to
+        return self.preprocess(decode_image(source, max_pixels=self.max_pixels, min_side=min_side))
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        image = self._resize_shorter_side(image)
+        """The reference: resize the shorter side (bicubic), centre-crop, normalise."""
+        image = image.resize(self._resized_size(image), resample=Image.Resampling.BICUBIC)
         image = self._centre_crop(image)
         pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
         pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
-    def _resize_shorter_side(self, image: Image.Image) -> Image.Image:
+    def _resized_size(self, image: Image.Image) -> tuple[int, int]:
         width, height = image.size
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.resize_to, int(self.resize_to * long / short)
-        size = (new_short, new_long) if width <= height else (new_long, new_short)
-        if size == image.size:
-            return image
-        return image.resize(size, resample=Image.Resampling.BICUBIC)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
 
     def _centre_crop(self, image: Image.Image) -> Image.Image:
         width, height = image.size

@@ -64,6 +64,9 @@ class TorchClipModel(EmbeddingModel):
         self.dim = int(model.config.projection_dim)
         #: the HF directory the weights came from (None for random weights)
         self.source = source
+        #: the seed of ``random()`` weights (None for loaded ones)
+        self.random_seed: int | None = None
+        self._revision: str | None = None
         self._lock = threading.Lock()  # one forward at a time per model instance
         threads = configured_threads()
         if threads and self.device.type == "cpu":
@@ -120,11 +123,28 @@ class TorchClipModel(EmbeddingModel):
         )
         size = int(model.config.vision_config.image_size)
         preprocessor = ImagePreprocessor(resize_to=size, crop_size=size)
-        return cls(model, hf_tokenizer, preprocessor, name=name, device=device, precision=precision)
+        clip = cls(model, hf_tokenizer, preprocessor, name=name, device=device, precision=precision)
+        clip.random_seed = seed
+        return clip
+
+    def weights_revision(self) -> str:
+        """The weight files' fingerprint (hub blob names, else their bytes), or the random
+        seed with the versions that turn it into weights."""
+        if self._revision is None:
+            import transformers
+
+            from clipserve.models.cache import weights_fingerprint
+
+            if self.source is not None:
+                self._revision = f"weights-{weights_fingerprint(self.source)}"
+            else:
+                versions = f"torch-{torch.__version__}-transformers-{transformers.__version__}"
+                self._revision = f"random-seed{self.random_seed}-{versions}"
+        return self._revision
 
     # -- the model contract -------------------------------------------------------------
     def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return self.preprocessor(image)
+        return self.preprocessor(image, exact=self.exact_preprocess)
 
     def prepare_texts(self, texts: list[str] | tuple[str, ...]) -> TokenBatch:
         return self.tokenizer(texts)

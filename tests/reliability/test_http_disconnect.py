@@ -30,7 +30,9 @@ REQUESTS = 4
 def held_server() -> Iterator[tuple[RunningServer, Metrics, GatedModel]]:
     """The model's gate is closed: the first batch is held, everything else queues."""
     metrics, model = Metrics(CollectorRegistry()), GatedModel()
-    config = loopback_config(max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0)
+    config = loopback_config(
+        max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0, cache_mb=0
+    )
     with running_server(config, model=model, metrics=metrics) as running:
         model.hold()  # after the warm-up pass
         try:

@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data
 
-from clipserve.models.clip.onnx_model import OnnxClipModel, onnx_from_torch
-from clipserve.models.clip.torch_model import TorchClipModel
+from clipserve.models.hf.core.onnx_model import OnnxDualEncoder, onnx_from_torch
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import load_model
 from clipserve.models.runtime import configured_threads, physical_cores
 
@@ -41,7 +41,7 @@ SETTLE_S = 0.5  # pause before each timed run
 SHORT_TEXTS = ["a red car.", "two dogs!!", "blue house", "my cat zzz", "sunny hill", "old bridge"]
 
 
-def image_gflop(model: TorchClipModel, pixels: np.ndarray) -> float:
+def image_gflop(model: TorchDualEncoder, pixels: np.ndarray) -> float:
     """Floating-point operations of one image (2 per multiply-add), as counted by torch's
     own ``FlopCounterMode`` over a real forward pass of the vision tower."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -90,12 +90,12 @@ def main() -> None:
 
     console.print(f"loading {args.model} (torch) and its ONNX export ...")
     torch_model = load_model(args.model)
-    assert isinstance(torch_model, TorchClipModel), "benchmark needs a CLIP model"
+    assert isinstance(torch_model, TorchDualEncoder), "benchmark needs a CLIP model"
     started = time.perf_counter()
     onnx_model = onnx_from_torch(torch_model, threads=threads)
     console.print(f"onnx ready in {time.perf_counter() - started:.1f}s: {onnx_model.directory}")
     started = time.perf_counter()
-    int8_model = OnnxClipModel.from_directory(
+    int8_model = OnnxDualEncoder.from_directory(
         onnx_model.directory, name=args.model, threads=threads, precision="int8"
     )
     console.print(f"onnx int8 ready in {time.perf_counter() - started:.1f}s")

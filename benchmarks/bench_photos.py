@@ -147,7 +147,7 @@ def bench_setting(setting: str, sizes: dict[float, list[bytes]], args: argparse.
 
 
 def scaling(photos: list[bytes]) -> None:
-    from clipserve.models.clip.preprocess import ImagePreprocessor
+    from clipserve.models.hf.core.images import ImagePreprocessor
 
     prepare = ImagePreprocessor()
     cpus = available_cpus()

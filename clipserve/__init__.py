@@ -5,10 +5,12 @@ from clipserve.errors import (
     ClientTimeoutError,
     ClipServeError,
     InvalidInputError,
+    MissingDependencyError,
     ModelError,
     ModelUnavailableError,
     OverloadedError,
     PartialFailureError,
+    RateLimitedError,
     RemoteError,
     ServerUnavailableError,
 )
@@ -21,19 +23,22 @@ __all__ = [
     "ClientTimeoutError",
     "ClipServeError",
     "InvalidInputError",
+    "MissingDependencyError",
     "ModelError",
     "ModelUnavailableError",
     "OverloadedError",
     "PartialFailureError",
+    "RateLimitedError",
     "RemoteError",
     "ServerUnavailableError",
     "__version__",
 ]
 
 
-def __getattr__(name: str):  # lazy so `import clipserve` stays cheap for the server
+def __getattr__(name: str) -> object:  # lazy: `import clipserve` stays cheap for the server
     if name == "Client":
         from clipserve.client import Client
 
+        globals()["Client"] = Client  # a plain attribute from now on
         return Client
-    raise AttributeError(name)
+    raise AttributeError(f"module 'clipserve' has no attribute {name!r}")

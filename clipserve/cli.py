@@ -1,8 +1,11 @@
 """``clipserve`` command line: ``serve`` runs the server, ``models`` lists the known models,
-``prepare`` fills the caches (download, ONNX export, int8 quantization) ahead of serving.
+``prepare`` fills the caches (download, ONNX export, int8 quantization) ahead of serving,
+``doctor`` tells what this CPU can do for each precision.
 
 This is the one place that turns flags/YAML/environment into a ``ServerConfig`` and runs
-it until SIGINT/SIGTERM, which drain in-flight requests and exit 0.
+it until SIGINT/SIGTERM, which drain in-flight requests and exit 0. Settings resolve as
+defaults < ``--config`` YAML < ``CLIPSERVE_<FLAG>`` environment < flags; how help reads
+and how the environment is read is derived from the parser (``cli_options``).
 """
 
 from __future__ import annotations
@@ -14,237 +17,28 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from clipserve import __version__
+from clipserve.cli_flags import DEFAULTS, EXIT_STUCK, build_parser
+from clipserve.cli_options import from_environment
 from clipserve.errors import ClipServeError
 from clipserve.extras import missing
-from clipserve.server.config import (
-    AUTH_TOKEN_ENV,
-    BACKENDS,
-    PRECISIONS,
-    PROTOCOLS,
-    ServerConfig,
-    build_config,
-)
+from clipserve.server import logs
+from clipserve.server.config import ServerConfig, build_config
 
-DEFAULTS = ServerConfig()
+__all__ = ["build_parser", "config_from_args", "main"]
 log = logging.getLogger("clipserve.server")
-#: exit status of ``serve --exit-on-stuck`` when the engine turned unhealthy (EX_SOFTWARE)
-EXIT_STUCK = 70
+# ---- flags, environment and YAML -> ServerConfig --------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipserve", description="CLIP embedding service")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser(
-        "serve",
-        help="run the server (gRPC, HTTP and WebSocket)",
-        description="Serve a CLIP model over gRPC, HTTP and WebSocket. Settings come from "
-        f"defaults < --config YAML < ${AUTH_TOKEN_ENV} < flags.",
-        argument_default=argparse.SUPPRESS,  # only flags actually given override the YAML
-    )
-    _add_serve_flags(serve)
-    models = commands.add_parser("models", help="list the known model names")
-    models.add_argument("--cache-dir", default=None, help="model cache directory")
-    prepare = commands.add_parser(
-        "prepare",
-        help="download, export and quantize a model into the caches, then exit",
-        description="Load a model as `serve` would (downloading weights, exporting ONNX and "
-        "quantizing to int8 as needed), encode one text and one image, list the cached files "
-        "and exit: for image builds and offline machines.",
-    )
-    d = DEFAULTS
-    prepare.add_argument("--model", default=d.model, help=f"model name or directory ({d.model})")
-    prepare.add_argument("--backend", choices=BACKENDS, default=d.backend)
-    prepare.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    prepare.add_argument("--device", default=d.device)
-    prepare.add_argument("--cache-dir", default=None, help="model cache directory")
-    return parser
-
-
-def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p.add_argument("--config", dest="config_file", help="YAML file of settings (see docs)")
-    p.add_argument("--model", help=f"model name or local directory (default: {d.model})")
-    p.add_argument("--backend", choices=BACKENDS, help=f"inference backend (default: {d.backend})")
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="float (float32 on CPU, float16 on CUDA), bf16 (backend torch, hardware with "
-        f"bf16), int8 (backend onnx, CPU) (default: {d.precision})",
-    )
-    p.add_argument("--device", help=f"torch device or onnx provider hint (default: {d.device})")
-    p.add_argument("--cache-dir", help="model cache directory (default: the registry's)")
-    p.add_argument("--host", help=f"address to bind (default: {d.host})")
-    p.add_argument("--grpc-port", type=int, help=f"gRPC port (default: {d.grpc_port}; 0: any)")
-    p.add_argument(
-        "--http-port", type=int, help=f"HTTP + WebSocket port (default: {d.http_port}; 0: any)"
-    )
-    p.add_argument(
-        "--protocols",
-        help=f"comma-separated subset of {','.join(PROTOCOLS)} (default: all three)",
-    )
-    p.add_argument("--tls-cert", help="PEM certificate: enables TLS on every listener")
-    p.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    p.add_argument(
-        "--auth-token",
-        help=f"shared token clients must send (better: ${AUTH_TOKEN_ENV}; default: none)",
-    )
-    p.add_argument(
-        "--auth-tokens-file",
-        help="YAML/JSON map of tenant name -> token (or 'sha256:<hex>', or a mapping with a "
-        "rate limit); reloaded on SIGHUP (default: none)",
-    )
-    _pair(p, "health", "/health, /readyz and the gRPC health service", d.open_health)
-    _pair(p, "metrics", "/metrics", d.open_metrics)
-    p.add_argument(
-        "--cors",
-        help="comma-separated allowed CORS origins, '*' for any (default: no CORS headers)",
-    )
-    p.add_argument(
-        "--ui",
-        action=argparse.BooleanOptionalAction,
-        help="the web page at / (default: on; --no-ui keeps only /static/clipserve.js)",
-    )
-    p.add_argument(
-        "--max-batch-size", type=int, help=f"items per forward pass (default: {d.max_batch_size})"
-    )
-    p.add_argument(
-        "--max-batch-wait-ms",
-        dest="max_wait_ms",
-        type=float,
-        help=f"how long a batch waits to fill (default: {d.max_wait_ms})",
-    )
-    p.add_argument(
-        "--max-queue-items",
-        type=int,
-        help=f"queued items per modality (default: {d.max_queue_items})",
-    )
-    p.add_argument(
-        "--max-queue-wait-s",
-        type=float,
-        help="seconds a request waits for room in a full queue before it is refused "
-        f"(default: {d.max_queue_wait_s:g}; 0: refuse at once)",
-    )
-    p.add_argument(
-        "--max-queue-image-mb",
-        type=float,
-        help="MiB of images (encoded files, tensors) admitted and unanswered; bounds memory "
-        f"under big photos (default: {d.max_queue_image_mb:g})",
-    )
-    p.add_argument(
-        "--max-decoding-megapixels",
-        type=float,
-        help="decoded image pixels (millions) the preprocessing threads hold at once; one "
-        f"larger image still decodes, alone (default: {d.max_decoding_megapixels:g})",
-    )
-    p.add_argument(
-        "--forward-timeout-s",
-        type=float,
-        help="a forward pass running longer makes the server unhealthy (503 / gRPC "
-        "NOT_SERVING, calls fail fast) until it returns; 0: no watchdog "
-        f"(default: {d.forward_timeout_s:g})",
-    )
-    p.add_argument(
-        "--exit-on-stuck",
-        action="store_true",
-        help=f"exit with status {EXIT_STUCK} when the server turns unhealthy (a stuck pass, "
-        "a dead inference thread), for a supervisor to restart it (default: off)",
-    )
-    p.add_argument("--replicas", type=int, help=f"inference threads (default: {d.replicas})")
-    p.add_argument(
-        "--preprocess-workers",
-        type=int,
-        help="image decoding / text tokenising threads (default: one per CPU)",
-    )
-    p.add_argument(
-        "--exact-preprocess",
-        action="store_true",
-        help="decode every image at full size and preprocess exactly like the model's "
-        "reference (slow on big photos; default: big photos are decoded to ~2x the input)",
-    )
-    p.add_argument(
-        "--cache-mb",
-        type=float,
-        help=f"in-memory embedding cache, MiB (default: {d.cache_mb:g}; 0: off)",
-    )
-    p.add_argument(
-        "--cache-disk-dir",
-        help="also keep embeddings on disk here, so a restart keeps them (default: memory only)",
-    )
-    p.add_argument(
-        "--cache-disk-mb",
-        type=float,
-        help=f"size bound of the on-disk cache, MiB (default: {d.cache_disk_mb:g})",
-    )
-    p.add_argument(
-        "--grpc-max-message-mb",
-        type=int,
-        help=f"gRPC (and WebSocket frame) size limit (default: {d.grpc_max_message_mb})",
-    )
-    p.add_argument(
-        "--http-max-body-mb", type=int, help=f"HTTP body limit (default: {d.http_max_body_mb})"
-    )
-    p.add_argument(
-        "--max-inflight-per-stream",
-        type=int,
-        help=f"concurrent requests per gRPC stream/WebSocket (default: "
-        f"{d.max_inflight_per_stream})",
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        dest="shutdown_grace_s",
-        type=float,
-        help=f"seconds in-flight requests get on shutdown (default: {d.shutdown_grace_s})",
-    )
-    p.add_argument(
-        "--max-docs-per-request",
-        type=int,
-        help="refuse requests with more documents (default: the service's limit)",
-    )
-    p.add_argument(
-        "--fetch-uris",
-        action=argparse.BooleanOptionalAction,
-        help="fetch the public http(s) image URLs documents name (default: on; "
-        "--no-fetch-uris turns it off; data: URIs always work)",
-    )
-    p.add_argument(
-        "--uri-allowed-hosts",
-        help="fetch URIs only from these comma-separated hosts ('*.example.com' for "
-        "subdomains; default: any public host)",
-    )
-    p.add_argument(
-        "--uri-allow-private",
-        action="store_true",
-        help="also fetch from loopback, private and link-local addresses (an image store on "
-        "10.x, say); cloud metadata addresses stay refused (default: off)",
-    )
-    p.add_argument("--port-file", help='write {"grpc": port, "http": port} here once ready')
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        help=f"(default: {d.log_level})",
-    )
-
-
-def _pair(p: argparse.ArgumentParser, name: str, what: str, default: bool) -> None:
-    group = p.add_mutually_exclusive_group()
-    dest = f"open_{name}"
-    state = "open" if default else "protected"
-    group.add_argument(
-        f"--open-{name}",
-        dest=dest,
-        action="store_true",
-        help=f"serve {what} without auth (default: {state})",
-    )
-    group.add_argument(
-        f"--protect-{name}", dest=dest, action="store_false", help=f"require auth for {what}"
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    values: dict[str, Any] = dict(vars(args))
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """``serve``'s configuration: defaults < YAML < ``CLIPSERVE_*`` variables < flags."""
+    from_env = from_environment(_subparser(build_parser(), "serve"), _environ(environ))
+    values: dict[str, Any] = {**from_env, **vars(args)}
     values.pop("command", None)
     config_file = values.pop("config_file", None)
     if "max_docs_per_request" in values:
@@ -259,14 +53,25 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         uri_policy["allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
     if uri_policy:
         values["uri_policy"] = uri_policy
-    return build_config(config_file=config_file, overrides=values)
+    return build_config(config_file=config_file, overrides=values, environ=environ)
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
+
+
+# ---- the commands ---------------------------------------------------------------------
 
 
 async def _serve(config: ServerConfig) -> int:
-    try:
-        from clipserve.server.app import ClipServer
-    except ModuleNotFoundError as exc:  # a client-only install
-        raise missing(exc.name or "?", "clipserve serve", error=ClipServeError) from exc
+    from clipserve.server.app import ClipServer
 
     server = ClipServer(config)
     stop = asyncio.Event()
@@ -275,8 +80,8 @@ async def _serve(config: ServerConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     if config.auth_tokens_file:
         loop.add_signal_handler(signal.SIGHUP, _reload_tokens, server)
-    log.info("clipserve: loading model %s (backend %s, device %s, precision %s)", config.model,
-             config.backend, config.device, config.precision)  # fmt: skip
+    log.info("clipserve %s: loading model %s", __version__, config.model)
+    _log_cpu(config)
     starting = asyncio.ensure_future(server.start())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -311,20 +116,84 @@ def _reload_tokens(server: Any) -> None:
         log.error("clipserve: auth tokens NOT reloaded, the old ones stay: %s", exc)
 
 
-def _models(cache_dir: str | None) -> int:
-    from clipserve.models.registry import list_models
+def _serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError) as exc:
+        parser.exit(2, f"clipserve: error: {exc}\n")
+    logs.configure(config.log_level, config.log_format, config.access_log)
+    try:
+        code = asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 0
+    except (ClipServeError, ValueError, OSError) as exc:
+        print(f"clipserve: error: {exc}", file=sys.stderr)
+        return 1
+    if code == EXIT_STUCK:  # a stuck pass cannot be interrupted: do not wait for its thread
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
-    rows = [(m.name, str(m.dim), "yes" if m.local else "no", m.description) for m in list_models(
-        cache_dir
-    )]  # fmt: skip
-    header = ("NAME", "DIM", "LOCAL", "DESCRIPTION")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    for row in [header, *rows]:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[3]
-        )
+
+def _log_cpu(config: ServerConfig) -> None:
+    """The CPU's verdicts at start-up; a warning where the chosen precision is not fast here."""
+    from clipserve.models.cpu import FAST, cpu_summary, verdict_for
+
+    log.info("clipserve: %s", cpu_summary())
+    if config.device != "cpu" or config.precision == "float":
+        return
+    verdict = verdict_for(config.precision)
+    level = logging.INFO if verdict.status == FAST else logging.WARNING
+    log.log(level, "clipserve: precision %s is %s on this CPU: %s", config.precision,
+            verdict.status, verdict.reason)  # fmt: skip
+
+
+def _doctor() -> int:
+    from clipserve.models.cpu import cpu_report
+
+    report: dict[str, Any] = cpu_report()
+    print(f"CPU: {report['name']} ({report['kind']}; features read by {report['source']})")
+    flags = report["features"].items()
+    print("features: " + ", ".join(f"{name} {'yes' if on else 'no'}" for name, on in flags))
+    print(f"int8 kernel (onnxruntime u8 x s8): {report['int8_kernel']}")
+    print(f"int8 recipe: {report['int8_recipe']}")
+    print("precisions on this CPU:")
+    for precision, verdict in report["precisions"].items():
+        print(f"  {precision:<6} {verdict['status']:<8} {verdict['reason']}")
+    return 0
+
+
+def _models(cache_dir: str | None) -> int:
+    from clipserve.models.cache import hub_cache_dir, onnx_cache_dir
+    from clipserve.models.registry import DEFAULT_MODEL, list_models
+
+    columns: list[tuple[str, Callable[[Any], str]]] = [
+        ("NAME", lambda m: m.name),
+        ("DIM", lambda m: str(m.dim)),
+        ("FAMILY", lambda m: m.family),
+        ("LANGUAGES", lambda m: m.languages),
+        ("LOCAL", lambda m: "yes" if m.local else "no"),
+        ("DESCRIPTION", lambda m: m.description),
+    ]
+    infos = list_models(cache_dir)
+    rows = [[cell(m) for _, cell in columns] for m in infos]
+    marks = ["*" if m.name == DEFAULT_MODEL else " " for m in infos]
+    table = [[header for header, _ in columns], *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns) - 1)]
+    for mark, row in zip([" ", *marks], table, strict=True):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print(f"{mark} " + "  ".join([*cells, row[-1]]))
+    print(
+        "\n* the default (serve without --model). builtin is clipserve's own offline model:"
+        "\n  MiniLM-L6 embeds texts; images get the text embedding of the ImageNet classes"
+        "\n  EfficientNet-Lite0 sees in them (ConSE): docs/builtin-model.md."
+        f"\nLOCAL: loads without network. Looked for weights in {hub_cache_dir(cache_dir)}"
+        "\n  (the Hugging Face hub cache: HF_HUB_CACHE, HF_HOME or --cache-dir move it);"
+        "\n  other names download there on first use."
+        f"\nONNX exports and int8 graphs: {onnx_cache_dir(cache_dir)}"
+    )
     return 0
 
 
@@ -335,15 +204,12 @@ def _prepare(args: argparse.Namespace) -> int:
 
     from clipserve.models.registry import load_model
 
+    values = {**from_environment(_subparser(build_parser(), "prepare"), os.environ), **vars(args)}
+    settings = {key: values.get(key, getattr(DEFAULTS, key))
+                for key in ("model", "backend", "device", "cache_dir", "precision")}  # fmt: skip
     started = time.perf_counter()
     try:
-        model = load_model(
-            args.model,
-            backend=args.backend,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            precision=args.precision,
-        )
+        model = load_model(settings.pop("model"), **settings)
         model.encode_texts(["a photo of a cat"])
         model.encode_images([np.zeros((64, 64, 3), dtype=np.uint8)])
     except (ClipServeError, ValueError, OSError) as exc:
@@ -361,35 +227,23 @@ def _prepare(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "models":
-        return _models(args.cache_dir)
-    if args.command == "prepare":
-        return _prepare(args)
-    if args.command != "serve":
-        parser.print_help()
-        return 2
+    command = args.command
     try:
-        config = config_from_args(args)
-    except (ValueError, OSError) as exc:
-        parser.exit(2, f"clipserve: error: {exc}\n")
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
-    )
-    try:
-        code = asyncio.run(_serve(config))
-    except KeyboardInterrupt:
-        return 0
-    except Exception as exc:
-        if isinstance(exc, ClipServeError | ValueError | OSError):
-            print(f"clipserve: error: {exc}", file=sys.stderr)
-            return 1
-        raise
-    if code == EXIT_STUCK:  # a stuck pass cannot be interrupted: do not wait for its thread
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+        if command == "serve":
+            return _serve_command(parser, args)
+        if command == "models":
+            return _models(args.cache_dir)
+        if command == "prepare":
+            return _prepare(args)
+        if command == "doctor":
+            return _doctor()
+    except ModuleNotFoundError as exc:  # a client-only install: say what to install
+        if not exc.name or exc.name.split(".")[0] == "clipserve":
+            raise
+        print(f"clipserve: error: {missing(exc.name, f'clipserve {command}')}", file=sys.stderr)
+        return 1
+    parser.print_help()
+    return 2
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@
      │    └── PartialFailureError               some documents failed, others have results
      ├── ServerUnavailableError (ConnectionError) cannot reach the server / it went away
      │    └── EngineUnhealthyError              a forward pass is stuck / an inference thread died
-     └── ClientTimeoutError (TimeoutError)      no answer within the configured timeout
-          └── DeadlineExceededError             the caller's deadline passed; work dropped
+     ├── ClientTimeoutError (TimeoutError)      no answer within the configured timeout
+     │    └── DeadlineExceededError             the caller's deadline passed; work dropped
+     └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 Front-ends translate these to gRPC codes, HTTP statuses and WebSocket close codes in
 one table each; clients translate them back into this tree.
@@ -27,12 +28,16 @@ class ClipServeError(Exception):
 
 
 class InvalidInputError(ClipServeError, ValueError):
-    """A document or request cannot be processed as sent."""
+    """A document or request cannot be processed as sent. ``param`` names the request
+    field at fault where there is one (HTTP error bodies carry it, as OpenAI's do)."""
 
-    def __init__(self, message: str, doc_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, doc_id: str | None = None, *, param: str | None = None
+    ) -> None:
         super().__init__(f"document {doc_id!r}: {message}" if doc_id else message)
         self.reason = message
         self.doc_id = doc_id
+        self.param = param
 
 
 class InputRefusedError(InvalidInputError):
@@ -96,3 +101,7 @@ class ClientTimeoutError(ClipServeError, TimeoutError):
 
 class DeadlineExceededError(ClientTimeoutError):
     """The caller's deadline passed before the work was computed; the server dropped it."""
+
+
+class MissingDependencyError(ClipServeError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra."""

@@ -13,30 +13,19 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from clipserve.client import profile as profiling
-from clipserve.client.core import (
-    Job,
-    Results,
-    endpoint_for,
-    next_batch,
-    plan_job,
-    set_request_timeout,
-)
-from clipserve.client.errors_map import from_error_name
-from clipserve.client.fetch import ImageFetcher
-from clipserve.client.pipeline import Callback, Pipeline
-from clipserve.client.progress import ProgressReporter
 from clipserve.client.retry import RetryPolicy
 from clipserve.client.shrink import check_max_side
 from clipserve.client.sync import LoopThread
 from clipserve.client.transports import Transport, TransportOptions, make_transport
 from clipserve.client.urls import parse_server
 from clipserve.errors import ClientTimeoutError, RemoteError
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
-from clipserve.wire.messages import is_error
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy, protobuf and the pipeline load on the first call, not on import
     from typing_extensions import Unpack
+
+    from clipserve.client.core import Job
+    from clipserve.client.pipeline import Callback
+    from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 
 #: documents per request; large enough that per-request overhead is not the bottleneck
 DEFAULT_BATCH_SIZE = 128
@@ -47,26 +36,47 @@ PROFILE_PARAMETERS = {"__results__": {}}
 
 
 class CallOptions(TypedDict, total=False):
-    """The keyword arguments of ``encode``/``aencode`` and ``rank``/``arank``."""
+    """The keyword arguments of ``encode``/``aencode`` and ``rank``/``arank`` (described in
+    ``CALL_OPTIONS_DOC``, which their docstrings include)."""
 
-    #: documents per request (default: the client's ``batch_size``)
     batch_size: int | None
     show_progress: bool
-    #: sent with every request (``model_name``, ``drop_image_content``...)
     parameters: Mapping[str, Any] | None
-    #: callbacks get each reply as a ``Response``; with any of them the result is None
     on_done: Callback | None
     on_error: Callback | None
     on_always: Callback | None
-    #: requests in flight at once (default: the client's ``prefetch``)
     prefetch: int | None
-    #: which Documents of each input's tree to embed (DocArray selector: ``"@c"``,
-    #: ``"@r,c"``, ``"@c[:2]"``...); default: the input Documents themselves
     access_paths: str | None
 
 
 _OPTION_NAMES = frozenset(CallOptions.__annotations__)
 CALLBACKS = ("on_done", "on_error", "on_always")
+CALL_OPTIONS_DOC = """
+        Keyword arguments:
+            batch_size: documents per request (default: the client's ``batch_size``).
+            show_progress: draw a progress bar while the call runs.
+            parameters: sent with every request, e.g. ``{"model_name": "builtin"}`` or
+                ``{"drop_image_content": False}`` (default: drop image bytes in replies).
+            on_done, on_error, on_always: callbacks, called with each reply as a
+                ``Response`` (``.embeddings``, ``.docs``, ``.failures``): on_done for a
+                reply without failures, on_error for one with, on_always for both. With
+                any of them the call returns None instead of collecting results.
+            prefetch: requests in flight at once (default: the client's ``prefetch``).
+            access_paths: which Documents of each input's tree to embed (a DocArray
+                selector: ``"@c"``, ``"@r,c"``, ``"@c[:2]"``...); default: the input
+                Documents themselves.
+
+        Raises ``InvalidInputError`` for input that cannot be sent (naming it),
+        ``PartialFailureError`` when some documents failed (``.results`` holds the rest,
+        NaN rows for the failed ones; ``.failures`` maps id -> reason) and ``RemoteError``
+        when all did (unless ``on_error`` is given); ``ServerUnavailableError``,
+        ``AuthenticationError``, ``OverloadedError`` and ``ClientTimeoutError`` for what
+        their names say."""
+
+
+def _with_call_options(method: Any) -> Any:
+    method.__doc__ = (method.__doc__ or "").rstrip() + "\n" + CALL_OPTIONS_DOC
+    return method
 
 
 def credential_token(credential: Mapping[str, Any] | str | None) -> str | None:
@@ -142,36 +152,73 @@ class Client:
         return f"Client({self.server!r})"
 
     # -- encode -----------------------------------------------------------------------
+    @_with_call_options
     def encode(self, content: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
-        """Embeddings of ``content``: an iterable of ``str`` -> ``ndarray [N, D]``; an
-        iterable of ``Document`` -> ``DocumentArray`` with ``.embedding`` set. With
-        ``on_done``/``on_error``/``on_always`` callbacks, replies go to them and the result is
-        ``None``. Keyword arguments: ``CallOptions``."""
+        """Embed ``content``, streaming it to the server in batches; blocks until done.
+
+        ``content`` is an iterable (list, generator...) of either
+
+        - ``str``: each one is a sentence, or an image when it looks like a URI (a local
+          path, ``file://``, ``http(s)://`` or ``data:`` URI; see ``classify_string``).
+          The result is a float32 ``ndarray [N, D]``, one row per input, in input order.
+        - docarray ``Document`` (``pip install 'clipserve[docarray]'``) with ``.text``,
+          ``.uri``, ``.blob`` or ``.tensor`` ([H, W, C]) set. The result is a
+          ``DocumentArray`` of the same Documents with ``.embedding`` set.
+
+        ``aencode`` is the same call for asyncio code.
+        """
         self._check_open()
         return self._loop_thread.run(self.aencode(content, **options))
 
+    @_with_call_options
     async def aencode(self, content: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
+        """``encode`` for asyncio: the same input, options and result, awaited on the
+        running event loop (each loop gets its own connection). Worth it when other async
+        work should overlap the call, e.g. ``await asyncio.gather(client.aencode(a),
+        write_to_db())``; from plain scripts and notebooks ``encode`` is simpler.
+        """
         return await self._call("/encode", content, options)
 
     # -- rank -------------------------------------------------------------------------
+    @_with_call_options
     def rank(self, docs: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
-        """Re-rank each query Document's ``.matches`` by ``scores['clip_score']``."""
+        """Re-rank each query Document's ``.matches`` by how well they fit the query.
+
+        Each query (a text or an image Document) holds its candidates in ``.matches``
+        (texts for an image, images for a text). The result is a ``DocumentArray`` of
+        the same queries, each with ``.embedding`` set and its matches sorted best first,
+        scored by ``scores['clip_score']`` (softmax over the query's matches) and
+        ``scores['clip_score_cosine']``. Needs ``clipserve[docarray]``; ``arank`` is the
+        asyncio form.
+        """
         self._check_open()
         return self._loop_thread.run(self.arank(docs, **options))
 
+    @_with_call_options
     async def arank(self, docs: Iterable[Any], **options: Unpack[CallOptions]) -> Any:
+        """``rank`` for asyncio: the same input, options and result."""
         return await self._call("/rank", docs, options)
 
     # -- profile ----------------------------------------------------------------------
     def profile(self, content: str = "") -> dict[str, float]:
-        """Send one document, print where the time went (rich tree), return it in ms."""
+        """Send one document (``content``: a sentence or an image URI; default: an empty
+        text), print where its time went as a tree and return the same figures in ms:
+        ``Roundtrip``, ``Client-server network`` (roundtrip minus server), ``Server`` and
+        ``CLIP model`` (the engine call, batching included)."""
         self._check_open()
         return self._loop_thread.run(self.aprofile(content))
 
     async def aprofile(self, content: str = "") -> dict[str, float]:
+        """``profile`` for asyncio."""
         self._check_open()
         if not isinstance(content, str):
             raise TypeError(f"profile() takes a string, got {type(content).__name__}")
+        from clipserve.client import profile as profiling  # rich, only when asked for
+        from clipserve.client.core import next_batch, plan_job
+        from clipserve.client.errors_map import from_error_name
+        from clipserve.client.fetch import ImageFetcher
+        from clipserve.wire.messages import is_error
+
         job = plan_job([content], "/", PROFILE_PARAMETERS, 1, collect=True)
         batch = await asyncio.to_thread(next_batch, job, 0, 0)
         assert batch is not None, "one input makes one batch"
@@ -226,6 +273,9 @@ class Client:
     # -- internals --------------------------------------------------------------------
     async def _call(self, name: str, content: Any, options: CallOptions) -> Any:
         """The one call path of encode and rank: check the options, plan the job, stream it."""
+        from clipserve.client.core import Results, endpoint_for, plan_job
+        from clipserve.client.pipeline import Pipeline
+
         self._check_open()
         unknown = sorted(set(options) - _OPTION_NAMES)
         if unknown:
@@ -245,8 +295,11 @@ class Client:
             _check_rank_input(job, content)
         if job.kind is None or job.total == 0:  # nothing to send
             return Results(job.kind, job.endpoint, job.collect, job.selector).finish()
-        show_progress = options.get("show_progress", False)
-        reporter = ProgressReporter(job.endpoint, job.total) if show_progress else None
+        reporter = None
+        if options.get("show_progress", False):
+            from clipserve.client.progress import ProgressReporter  # rich, only when asked for
+
+            reporter = ProgressReporter(job.endpoint, job.total)
         prefetch = options.get("prefetch")
         pipeline = Pipeline(
             job,
@@ -271,6 +324,8 @@ class Client:
 
     async def _roundtrip(self, request: DataRequestProto) -> DataRequestProto | None:
         """Send one request on its own stream; the first reply, if any."""
+        from clipserve.client.core import set_request_timeout
+
         set_request_timeout(request, self.timeout)
         async with contextlib.aclosing(self._transport().stream(_once(request))) as replies:
             return await anext(replies, None)

@@ -4,9 +4,9 @@ building requests, and putting replies back together in input order.
 Input is either an iterable of ``str`` (auto-detected, see ``detect.py``; the result is an
 ``ndarray [N, D]``) or an iterable of docarray ``Document`` (the result is a
 ``DocumentArray`` of the same Documents with ``.embedding`` set, or with ``.matches``
-re-ranked for ``/rank``). Each batch becomes one ``DataRequestProto``; replies may come back
-in any order and are matched to their batch by ``request_id`` and to their input by
-document id.
+re-ranked for ``/rank``); docarray is optional and never imported here (``docs.py``).
+Each batch becomes one ``DataRequestProto``; replies may come back in any order and are
+matched to their batch by ``request_id`` and to their input by document id.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from docarray import Document, DocumentArray
 
 from clipserve.client import docs as docconv
 from clipserve.client.failures import reply_failures, selected_failures
@@ -119,11 +118,11 @@ def check_batch_size(batch_size: Any) -> int:
 def item_kind(item: Any, position: int) -> InputKind:
     if isinstance(item, str):
         return "strings"
-    if isinstance(item, Document):
+    if docconv.is_document(item):
         return "documents"
     raise TypeError(
         f"input #{position} is {type(item).__name__}; encode() takes an iterable of str "
-        "or of docarray Document"
+        f"or of docarray Document{docconv.input_hint(item)}"
     )
 
 
@@ -149,14 +148,18 @@ def plan_job(
     With an access path, an input Document may hold nothing itself (its chunks may)."""
     merged = merged_parameters(parameters, access_paths)
     selector = selector_of(merged)
-    if content is None or isinstance(content, (str, bytes, bytearray, Document)):
+    if (
+        content is None
+        or isinstance(content, (str, bytes, bytearray))
+        or docconv.is_document(content)
+    ):
         raise TypeError(
             f"content must be an iterable of str or Document, not a single "
             f"{type(content).__name__}; wrap it in a list: encode([x])"
         )
     if not isinstance(content, Iterable):
         raise TypeError(f"content must be an iterable of str or Document, got {content!r}")
-    kind: InputKind | None = "documents" if isinstance(content, DocumentArray) else None
+    kind: InputKind | None = "documents" if docconv.is_document_array(content) else None
     total = None
     if hasattr(content, "__len__") and hasattr(content, "__getitem__"):
         total = len(content)
@@ -331,7 +334,8 @@ class Results:
             return None
         ordered = [self._parts[i] for i in sorted(self._parts)]
         if self.kind == "documents":
-            return DocumentArray(list(itertools.chain.from_iterable(ordered)))
+            documents = itertools.chain.from_iterable(ordered)
+            return docconv.document_array(documents, "Document results")
         dim = self.dim or 0
         arrays = [p if isinstance(p, np.ndarray) else stack_rows(p, dim) for p in ordered]
         if not arrays:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-
-import httpx
+from typing import TYPE_CHECKING
 
 from clipserve.client.inputs import MAX_IMAGE_BYTES, PendingFetch, sniff_mime
 from clipserve.errors import InvalidInputError
+
+if TYPE_CHECKING:  # httpx is imported on the first download, not with the client
+    import httpx
 
 
 class ImageFetcher:
@@ -24,6 +26,8 @@ class ImageFetcher:
         await asyncio.gather(*(self._fetch(item) for item in pending))
 
     async def _fetch(self, item: PendingFetch) -> None:
+        import httpx
+
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=True)
         async with self._slots:

@@ -24,13 +24,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipserve.client.core import Batch, Job, Results, next_batch, set_request_timeout
 from clipserve.client.errors_map import from_error_name
 from clipserve.client.failures import is_request_level
 from clipserve.client.fetch import ImageFetcher
-from clipserve.client.progress import ProgressReporter
 from clipserve.client.response import Response
 from clipserve.client.retry import RetryPolicy, is_transient
 from clipserve.client.shrink import shrink_request
@@ -46,6 +45,9 @@ from clipserve.errors import (
 )
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.messages import retry_after_of
+
+if TYPE_CHECKING:  # rich is imported only when a progress bar is asked for
+    from clipserve.client.progress import ProgressReporter
 
 Callback = Callable[[Response], Any]
 

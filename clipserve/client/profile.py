@@ -1,7 +1,12 @@
 """``Client.profile()``: where the time of one request went, as a rich tree and a dict.
 
-The reply's ``routes[0]`` is the server's gateway (whole server time) and the following
-routes are the model executor(s); the client measures the roundtrip itself."""
+Only what is measured is shown: the roundtrip (timed by the client), the server's time
+(the reply's first route, ``gateway``, spans the whole request on the server) and the
+model's (the longest of the other routes, ``clip_t``: the engine call, batching included).
+The network row is the roundtrip minus the server's time: transfer, (de)serialization and
+the client's own work. clip-client also prints a "Gateway-CLIP network" row, the time
+between a Jina gateway and its executor; a clipserve server is one process with no such
+hop, so that row is not shown."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from rich.tree import Tree
 
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, RouteProto
 
-KEYS = ("Roundtrip", "Client-server network", "Server", "Gateway-CLIP network", "CLIP model")
+KEYS = ("Roundtrip", "Client-server network", "Server", "CLIP model")
 
 
 def route_ms(route: RouteProto) -> float:
@@ -28,7 +33,6 @@ def summarize(reply: DataRequestProto, roundtrip_ms: float) -> dict[str, float]:
         "Roundtrip": roundtrip_ms,
         "Client-server network": max(0.0, roundtrip_ms - server),
         "Server": server,
-        "Gateway-CLIP network": max(0.0, server - model),
         "CLIP model": model,
     }
 
@@ -45,7 +49,6 @@ def render(summary: dict[str, float], console: Console | None = None) -> Tree:
     tree = Tree(label(":hourglass_flowing_sand:", "Roundtrip", total))
     tree.add(label(":satellite:", "Client-server network", total))
     server_node = tree.add(label(":desktop_computer:", "Server", total))
-    server_node.add(label(":satellite:", "Gateway-CLIP network", server))
     server_node.add(label(":brain:", "CLIP model", server))
     (console or Console()).print(tree)
     return tree

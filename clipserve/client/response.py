@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from clipserve.client.core import Batch, stack_rows
-from clipserve.client.docs import to_document
+from clipserve.client.docs import document_array, to_document
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.ndarray import read_ndarray
 
@@ -27,9 +27,8 @@ class Response:
 
     @cached_property
     def docs(self) -> Any:
-        from docarray import DocumentArray
-
-        return DocumentArray([to_document(d) for d in self.proto.data.docs.docs])
+        """The reply's documents as a ``DocumentArray`` (needs ``clipserve[docarray]``)."""
+        return document_array(map(to_document, self.proto.data.docs.docs), "Response.docs")
 
     @cached_property
     def embeddings(self) -> np.ndarray:

@@ -11,9 +11,10 @@ CPU; its effect on embeddings is measured in docs/benchmarks.md. Needs Pillow.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, DocumentProto
+if TYPE_CHECKING:  # importing the client loads no protobuf (docs/client.md, "Installing")
+    from clipserve.wire.clipserve_wire_pb2 import DataRequestProto, DocumentProto
 
 JPEG_QUALITY = 90
 

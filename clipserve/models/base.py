@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from clipserve.models.images import DECODE_VERSION
+from clipserve.models.scoring import CLIP_AS_SERVICE, ScoreRule
 
 # An image as the engine hands it to a model: encoded file bytes (any Pillow format)
 # or a decoded uint8 array of shape [H, W, C] (C in 1, 3, 4).
@@ -32,10 +33,19 @@ class EmbeddingModel(ABC):
     backend: str = "torch"
     #: numeric precision of the weights ("float" or "int8", see ``models.quantize``)
     precision: str = "float"
+    #: shorter sizes the model was trained to keep meaning at (Matryoshka representation
+    #: learning): the first ``n`` components, renormalised. Empty: only ``dim`` is valid
+    #: (true of every CLIP-style model clipserve serves today)
+    matryoshka_dims: tuple[int, ...] = ()
     #: True: decode every image at full size and preprocess exactly as the model's reference
     #: does (slow on big photos). False (default): big photos are decoded straight to about
     #: twice the model's input (``models.images``), then preprocessed the same way
     exact_preprocess: bool = False
+    #: how ``/rank`` turns cosines into ``clip_score`` (see ``models.scoring``)
+    score_rule: ScoreRule = CLIP_AS_SERVICE
+    #: the model family ("CLIP", "SigLIP", ...) and the languages its text tower reads
+    family: str = ""
+    languages: str = "en"
 
     @abstractmethod
     def prepare_image(self, image: ImageSource) -> np.ndarray:
@@ -46,7 +56,8 @@ class EmbeddingModel(ABC):
 
     @abstractmethod
     def prepare_texts(self, texts: Sequence[str]) -> Any:
-        """Tokenise a batch, padded to its longest member (never to a fixed 77)."""
+        """Tokenise a batch: padded to its longest member where padding cannot change the
+        result, to the model's fixed text length where it can (SigLIP)."""
 
     @abstractmethod
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:

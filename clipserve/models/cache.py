@@ -19,14 +19,20 @@ from urllib.parse import urlparse
 
 from clipserve.errors import ModelUnavailableError
 
-#: files a CLIP checkpoint needs besides its weights
+#: files a checkpoint needs besides its weights: config, tokenizer (CLIP/Gemma/XLM-R
+#: tokenizer.json, CLIP's vocab.json + merges.txt, SigLIP's spiece.model, BERT's vocab.txt,
+#: XLM-R's sentencepiece.bpe.model) and image preprocessor config
 HUB_FILES = [
     "config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.json",
     "merges.txt",
+    "spiece.model",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
     "preprocessor_config.json",
 ]
 #: transformers weights, preferred first; open_clip/flax/tf copies in the same repos are skipped
@@ -59,12 +65,26 @@ def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+#: names clipserve's own cache (ONNX exports, int8 graphs, the built-in model's tables)
+CACHE_ENV = "CLIPSERVE_CACHE_DIR"
+
+
+def clipserve_cache_dir() -> Path:
+    """clipserve's own cache: ``$CLIPSERVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/clipserve``,
+    else ``~/.cache/clipserve``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "clipserve"
+
+
 def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir/onnx``, else ``$CLIPSERVE_CACHE_DIR/onnx``, else ``~/.cache/clipserve/onnx``."""
+    """``cache_dir/onnx``, else ``onnx`` in ``clipserve_cache_dir()``."""
     if cache_dir is not None:
         return Path(cache_dir) / "onnx"
-    root = os.environ.get("CLIPSERVE_CACHE_DIR") or Path.home() / ".cache" / "clipserve"
-    return Path(root) / "onnx"
+    return clipserve_cache_dir() / "onnx"
 
 
 def hub_offline() -> bool:
@@ -106,7 +126,7 @@ def fetch_snapshot(name: str, repo_id: str, cache_dir: str | Path | None = None)
         raise _unavailable(name, repo_id, cache, reason)
     try:
         files = HfApi().list_repo_files(repo_id)
-        weights = SAFETENSORS if "model.safetensors" in files else PICKLED
+        weights = SAFETENSORS if any(_is_safetensors(f) for f in files) else PICKLED
         path = snapshot_download(
             repo_id,
             cache_dir=cache,
@@ -116,6 +136,10 @@ def fetch_snapshot(name: str, repo_id: str, cache_dir: str | Path | None = None)
     except Exception as exc:  # network, auth, missing repo: all mean "not available"
         raise _unavailable(name, repo_id, cache, f"download failed: {exc}") from exc
     return Path(path)
+
+
+def _is_safetensors(filename: str) -> bool:
+    return filename.startswith("model") and filename.endswith(".safetensors")
 
 
 def _probe(endpoint: str) -> str | None:
@@ -133,9 +157,9 @@ def _probe(endpoint: str) -> str | None:
 def _unavailable(name: str, repo_id: str, cache: Path, reason: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"model {name!r} (Hugging Face repo {repo_id}) is not available: {reason}. "
-        f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF CLIP "
-        f"format as the model name; or pre-populate the cache on a connected machine "
-        f"(`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
+        f"Looked in the hub cache at {cache}. To supply it: pass a local directory in HF "
+        f"format (the checkpoint's files) as the model name; or pre-populate the cache on a "
+        f"connected machine (`hf download {repo_id}` with HF_HUB_CACHE={cache}) and copy it here; "
         f"or use the built-in model (name 'builtin', needs no download)."
     )
 

@@ -32,6 +32,8 @@ class HashModel(EmbeddingModel):
     """Embeddings from a BLAKE2b digest of the input bytes (benchmarking aid only)."""
 
     backend = "none"
+    family = "hash"
+    languages = "any"
 
     def __init__(self, dim: int = DEFAULT_HASH_DIM) -> None:
         if not 1 <= dim <= 65536:

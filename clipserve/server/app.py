@@ -195,7 +195,8 @@ class ClipServer:
             app,
             lifespan="off",
             log_level="warning",
-            access_log=False,
+            log_config=None,  # uvicorn's records go through clipserve's log format
+            access_log=False,  # clipserve writes its own (--access-log), for every protocol
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
             ws_max_size=config.grpc_max_message_mb * MiB,

@@ -1,4 +1,5 @@
-"""Server configuration: one dataclass, filled from defaults < YAML file < environment < flags.
+"""Server configuration: one dataclass, filled from defaults < YAML file < environment < flags
+(the command line reads ``CLIPSERVE_<FLAG>`` variables for every flag: ``cli_options``).
 
 The YAML file is a flat mapping of the field names below (dashes or underscores), e.g.::
 
@@ -12,7 +13,8 @@ The YAML file is a flat mapping of the field names below (dashes or underscores)
     limits: {max_docs_per_request: 1024}
 
 The auth token is best given through the environment (``CLIPSERVE_AUTH_TOKEN``) so it
-stays out of process listings and config files.
+stays out of process listings and config files; ``build_config`` reads that one variable
+itself, for programs that build a configuration without the command line.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS
 from clipserve.server.limits import Limits
+from clipserve.server.logs import FORMATS as LOG_FORMATS
+from clipserve.server.logs import LEVELS as LOG_LEVELS
 from clipserve.server.uri_policy import UriPolicy
 
 PROTOCOLS = ("grpc", "http", "websocket")
@@ -103,6 +107,11 @@ class ServerConfig:
     #: addresses are fetched, nothing private, no local files; data: URIs always work)
     uri_policy: UriPolicy | Mapping[str, Any] | None = None
     log_level: str = "info"
+    #: ``text`` (timestamp, level, message) or ``json`` (one object per line)
+    log_format: str = "text"
+    #: one log line per request: method, endpoint, protocol, documents, status, duration,
+    #: client (``clipserve.server.logs``)
+    access_log: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,6 +150,11 @@ class ServerConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.log_format not in LOG_FORMATS or self.log_level.lower() not in LOG_LEVELS:
+            raise ValueError(
+                f"log_format must be one of {', '.join(LOG_FORMATS)} and log_level one of "
+                f"{', '.join(LOG_LEVELS)}; got {self.log_format!r}, {self.log_level!r}"
+            )
         if self.cache_mb < 0 or self.cache_disk_mb <= 0:
             raise ValueError("cache_mb must be >= 0 (0: off) and cache_disk_mb > 0")
         if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:

@@ -1,8 +1,8 @@
 """What every front-end does with one request, written once: parse bytes, hand the request
 to ``EmbeddingService.handle`` (or an OpenAI body to ``openai_embeddings``) under the
-caller's deadline, count it in the metrics, and turn request-level errors into an ERROR
-reply where the protocol answers them in band. What an error means on each protocol is the
-table in ``errors_map``.
+caller's deadline, count it in the metrics, write its access-log line (``logs.access``,
+when switched on), and turn request-level errors into an ERROR reply where the protocol
+answers them in band. What an error means on each protocol is the table in ``errors_map``.
 
 Deadlines: a ``Caller`` carries the deadline its front-end knows (a gRPC call's deadline, an
 HTTP ``X-Request-Timeout`` header); a request's own ``header.timeout`` (milliseconds, from
@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from clipserve.engine.deadline import deadline_scope, earliest, expired
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import ClipServeError, DeadlineExceededError, InvalidInputError
-from clipserve.server import openai_embeddings
+from clipserve.server import logs, openai_embeddings
 from clipserve.server.errors_map import (
     error_name,
     in_band,
@@ -53,11 +53,17 @@ T = TypeVar("T")
 class Caller:
     """Who sent a request, as its front-end knows it: the tenant its token names (None:
     not checked here), the deadline after which it cannot use the answer
-    (``time.monotonic()``; None: none) and when the request arrived."""
+    (``time.monotonic()``; None: none), when the request arrived, and the peer's address
+    (only for the access log)."""
 
     tenant: Tenant | None = None
     deadline: float | None = None
     arrival: float = field(default_factory=time.monotonic)
+    client: str = ""
+
+    @property
+    def tenant_name(self) -> str | None:
+        return self.tenant.name if self.tenant is not None else None
 
 
 def request_deadline(request: DataRequestProto, caller: Caller) -> float | None:
@@ -71,7 +77,7 @@ def request_deadline(request: DataRequestProto, caller: Caller) -> float | None:
 class _Labels(NamedTuple):
     protocol: str
     endpoint: str
-    tenant: str | None
+    caller: Caller
 
 
 class Dispatcher:
@@ -93,10 +99,9 @@ class Dispatcher:
         caller = caller or Caller()
         if not request.header.request_id:
             request.header.request_id = uuid.uuid4().hex
-        labels = _Labels(protocol, _endpoint_label(request), _tenant_name(caller))
+        labels = _Labels(protocol, _endpoint_label(request), caller)
         answer = await self._counted(
             labels,
-            caller,
             count_documents(request),
             lambda: self.service.handle(request),
             _documents_of,
@@ -109,12 +114,11 @@ class Dispatcher:
     ) -> dict[str, Any]:
         """The reply to an OpenAI-style ``/v1/embeddings`` body (see ``openai_embeddings``)."""
         caller = caller or Caller()
-        labels = _Labels(protocol, OPENAI_ENDPOINT, _tenant_name(caller))
+        labels = _Labels(protocol, OPENAI_ENDPOINT, caller)
         inputs = body.get("input") if isinstance(body, dict) else None
         documents = len(inputs) if isinstance(inputs, list) else 1
         return await self._counted(
             labels,
-            caller,
             documents,
             lambda: openai_embeddings.embed(self.service, body),
             _embeddings_in,
@@ -130,7 +134,7 @@ class Dispatcher:
         try:
             request = parse_request(data)
         except InvalidInputError as exc:
-            self.rejected(protocol, exc, tenant=_tenant_name(caller))
+            self.rejected(protocol, exc, caller=caller)
             request_id = getattr(exc, "request_id", None)
             if request_id is None:  # nothing the client could match a reply to
                 raise
@@ -147,18 +151,15 @@ class Dispatcher:
         protocol: str,
         exc: BaseException,
         endpoint: str = "other",
-        tenant: str | None = None,
+        caller: Caller | None = None,
     ) -> None:
-        """Count a request refused before the service saw it."""
-        label = metric_label(exc)
-        self.metrics.requests.labels(protocol, endpoint, label).inc()
-        if tenant is not None:
-            self.metrics.tenant_requests.labels(tenant, label).inc()
+        """Count (and access-log) a request refused before the service saw it."""
+        labels = _Labels(protocol, endpoint, caller or Caller())
+        self._record(labels, metric_label(exc), 0, None)
 
     async def _counted(
         self,
         labels: _Labels,
-        caller: Caller,
         asked: int,
         work: Callable[[], Awaitable[T]],
         documents: Callable[[T], tuple[int, int]],
@@ -168,36 +169,42 @@ class Dispatcher:
         ``deadline`` and count it: one request with its status, its documents
         (``documents(result)`` gives how many were answered and how many of them failed)
         and its latency."""
-        protocol, endpoint, tenant = labels
+        protocol, endpoint, caller = labels
         started = time.perf_counter()
         try:
             if caller.tenant is not None:
                 caller.tenant.admit(asked)
             result = await _before(deadline, work())
         except BaseException as exc:
+            elapsed = time.perf_counter() - started
             if isinstance(exc, Exception) and not isinstance(exc, ClipServeError):
                 log.exception("%s request to %s failed", protocol, endpoint)
             if not isinstance(exc, Exception) and expired(deadline):
                 exc = DeadlineExceededError("cancelled at its deadline")  # counted expired
-            self.rejected(protocol, exc, endpoint, tenant)
+            self._record(labels, metric_label(exc), 0, elapsed)
             raise
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
+        elapsed = time.perf_counter() - started
         total, failed = documents(result)
         status = "partial" if failed else "ok"
-        self.metrics.requests.labels(protocol, endpoint, status).inc()
+        self._record(labels, status, total, elapsed)
         self.metrics.documents.labels(protocol, endpoint, "ok").inc(total - failed)
         if failed:
             self.metrics.documents.labels(protocol, endpoint, "error").inc(failed)
-        if tenant is not None:
-            self.metrics.tenant_requests.labels(tenant, status).inc()
-            self.metrics.tenant_documents.labels(tenant).inc(total)
+        if caller.tenant is not None:
+            self.metrics.tenant_documents.labels(caller.tenant.name).inc(total)
         return result
 
-
-def _tenant_name(caller: Caller | None) -> str | None:
-    return caller.tenant.name if caller is not None and caller.tenant is not None else None
+    def _record(self, labels: _Labels, status: str, documents: int, elapsed: float | None) -> None:
+        """Count one request (per protocol and endpoint, and per tenant) and access-log it."""
+        protocol, endpoint, caller = labels
+        self.metrics.requests.labels(protocol, endpoint, status).inc()
+        if elapsed is not None:
+            self.metrics.request_latency.labels(protocol, endpoint).observe(elapsed)
+        tenant = caller.tenant_name
+        if tenant is not None:
+            self.metrics.tenant_requests.labels(tenant, status).inc()
+        if logs.ACCESS.isEnabledFor(logging.INFO):
+            logs.access(protocol, endpoint, status, documents, elapsed, caller.client, tenant)
 
 
 async def _before(deadline: float | None, work: Awaitable[T]) -> T:

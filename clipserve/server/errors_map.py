@@ -20,8 +20,10 @@ failed call alike):
   (before anything is read), RESOURCE_EXHAUSTED (queues full: retry later), UNAVAILABLE
   (shutting down, or the engine is stuck).
 * HTTP: every error is a non-2xx status (413 for a body above the limit) with a JSON body
-  ``{"error": {"type", "message"}, "header": {"status": {"code": 1, "description"}}}``
-  (the ``header`` part lets jina's client show the reason on 503). Per-document failures
+  ``{"error": {"message", "type", "param", "code"}, "header": {"status": {"code": 1,
+  "description"}}}``: OpenAI's shape (``type`` is the error's class name, ``param`` the
+  request field at fault or null, ``code`` the metric label) plus a ``header`` that lets
+  jina's client show the reason on 503. Per-document failures
   inside a valid request are a 200 reply whose status is ERROR, like gRPC.
 * WebSocket: a request-level error, overload included, is an in-band ERROR reply
   (``OverloadedError`` keeps its name; description starts with ``overloaded:``).
@@ -60,6 +62,10 @@ class BodyTooLargeError(InputRefusedError):
     """An HTTP request body above the configured limit."""
 
 
+class ModelNotFoundError(InvalidInputError):
+    """An OpenAI-style lookup (``GET /v1/models/{model}``) of a model not served here."""
+
+
 class Meaning(NamedTuple):
     """What one kind of error means on each front-end."""
 
@@ -88,6 +94,7 @@ _TABLE: dict[type[BaseException], tuple[str, int, grpc.StatusCode, int, bool, bo
     ServerUnavailableError: ("error",           503, Code.UNAVAILABLE,        1001, False, False),
     ModelUnavailableError:  ("error",           503, Code.UNAVAILABLE,        1011, True, True),
     BodyTooLargeError:      ("refused",         413, Code.INVALID_ARGUMENT,   1007, True, True),
+    ModelNotFoundError:     ("invalid",         404, Code.NOT_FOUND,          1007, True, True),
     InputRefusedError:      ("refused",         400, Code.INVALID_ARGUMENT,   1007, True, True),
     InvalidInputError:      ("invalid",         400, Code.INVALID_ARGUMENT,   1007, True, True),
     ModelError:             ("error",           500, Code.INTERNAL,           1011, True, True),
@@ -157,7 +164,12 @@ def http_headers(exc: BaseException) -> dict[str, str]:
 
 def http_error_body(exc: BaseException) -> dict[str, object]:
     message = public_message(exc)
-    error: dict[str, object] = {"type": error_name(exc), "message": message}
+    error: dict[str, object] = {
+        "message": message,
+        "type": error_name(exc),
+        "param": getattr(exc, "param", None),
+        "code": metric_label(exc),
+    }
     seconds = retry_after(exc)
     if seconds is not None:
         error["retry_after_s"] = round(seconds, 3)  # the precise hint (Retry-After rounds up)

@@ -27,6 +27,7 @@ from clipserve.server.auth import TokenAuth, metadata_credential
 from clipserve.server.dispatch import Caller, Dispatcher
 from clipserve.server.errors_map import grpc_status, public_message
 from clipserve.server.limits import MiB
+from clipserve.server.logs import peer_address
 from clipserve.server.tls import TlsFiles
 from clipserve.wire import GRPC_SERVICE, DataRequestProto
 
@@ -118,6 +119,7 @@ class GrpcFrontend:
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_LEAD_S
         tenant = self.auth.identify(metadata_credential(metadata))  # checked by the interceptor
+        peer = peer_address(context.peer())
         slots = asyncio.Semaphore(limit)
         replies: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
@@ -128,7 +130,7 @@ class GrpcFrontend:
             # reading also stops the server from taking (and buffering) more requests
             assert self.dispatcher is not None, "start() sets the dispatcher before serving"
             try:
-                caller = Caller(tenant=tenant, deadline=deadline)
+                caller = Caller(tenant=tenant, deadline=deadline, client=peer)
                 replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc", caller))
             except Exception as exc:  # errors that end the call (overload, shutdown)
                 replies.put_nowait(exc)

@@ -17,10 +17,7 @@ deadline, counted from its arrival: work still queued then is dropped (504).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,43 +28,41 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clipserve.engine.metrics import Metrics
-from clipserve.errors import ClipServeError, InvalidInputError
-from clipserve.server.auth import ANONYMOUS, TokenAuth
-from clipserve.server.dispatch import Caller, Dispatcher, parse_request
-from clipserve.server.errors_map import (
-    BodyTooLargeError,
-    http_error_body,
-    http_headers,
-    http_status,
+from clipserve.server.auth import TokenAuth
+from clipserve.server.dispatch import Dispatcher, parse_request
+from clipserve.server.errors_map import http_error_body
+from clipserve.server.http_common import (
+    TENANT_SCOPE_KEY,
+    ClientDisconnectedError,
+    caller_of,
+    error_response,
+    json_response,
+    parse_json,
+    read_body,
+    unless_disconnected,
+    with_deadline,
 )
+from clipserve.server.openai_http import openai_routes
 from clipserve.server.openapi import OPENAPI, PROTOBUF
 from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
 from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
 from clipserve.web import STATIC_PREFIX, web_routes
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
-from clipserve.wire.json_codec import loads, request_from_json, request_to_json
-from clipserve.wire.messages import OPENAI_ENDPOINT, endpoint_of
+from clipserve.wire.json_codec import request_from_json, request_to_json
+from clipserve.wire.messages import endpoint_of
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
-#: the request's deadline in seconds from its arrival (our client sends its ``timeout``)
-TIMEOUT_HEADER = "x-request-timeout"
-#: where the auth middleware leaves the caller's tenant in the ASGI scope
-TENANT_SCOPE_KEY = "clipserve.tenant"
 #: bodies larger than this are parsed in a worker thread, off the event loop
 _THREAD_PARSE_BYTES = 512 * 1024
-
-
-class ClientDisconnectedError(Exception):
-    """The HTTP client went away before its reply; its work was cancelled."""
 
 
 @dataclass
@@ -105,7 +100,7 @@ def build_app(
             Route("/post", _data_route(state, None), methods=["POST"]),
             Route("/encode", _data_route(state, "/encode"), methods=["POST"]),
             Route("/rank", _data_route(state, "/rank"), methods=["POST"]),
-            Route(OPENAI_ENDPOINT, _openai_route(state), methods=["POST"]),
+            *openai_routes(state.dispatcher, state.max_body_bytes),
             Route("/metrics", _metrics_route(state), methods=["GET"]),
         ]
         routes += [
@@ -145,47 +140,29 @@ def _data_route(
     state: HttpState, path_endpoint: str | None
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
+        caller = caller_of(request)
         try:
-            caller = _caller(request)
-            body = await _read_body(request, state.max_body_bytes)
+            caller = with_deadline(caller, request)
+            body = await read_body(request, state.max_body_bytes)
             data_request = await _parse(body, request.headers.get("content-type", ""))
         except Exception as exc:
-            state.dispatcher.rejected("http", exc, path_endpoint or "/")
-            return _error_response(exc)
+            state.dispatcher.rejected("http", exc, path_endpoint or "/", caller)
+            return error_response(exc)
         if path_endpoint and endpoint_of(data_request) != path_endpoint:
             data_request.header.exec_endpoint = path_endpoint
         try:
-            reply = await _unless_disconnected(
+            reply = await unless_disconnected(
                 request, state.dispatcher.answer(data_request, "http", caller)
             )
         except ClientDisconnectedError:
             return Response(status_code=499)  # nobody reads it: uvicorn drops it
         except Exception as exc:
-            return _error_response(exc)
+            return error_response(exc)
         if PROTOBUF in request.headers.get("accept", ""):
             return Response(reply.SerializeToString(), media_type=PROTOBUF)
-        return _json_reply(request_to_json(reply))
+        return json_response(request_to_json(reply))
 
     return route
-
-
-def _json_reply(body: dict[str, Any]) -> Response:
-    """JSON has no NaN/Infinity: a failed document's echoed tensor may hold them, so on
-    that rare path non-finite numbers are written as null instead of failing the reply."""
-    try:
-        return JSONResponse(body)
-    except ValueError:
-        return JSONResponse(_finite(body))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    return value
 
 
 async def _parse(body: bytes, content_type: str) -> DataRequestProto:
@@ -198,31 +175,11 @@ async def _parse(body: bytes, content_type: str) -> DataRequestProto:
 
 
 def _from_json(body: bytes) -> DataRequestProto:
-    request = request_from_json(loads(body), default_endpoint="/")
+    request = request_from_json(parse_json(body), default_endpoint="/")
     for doc in request.data.docs.docs:  # curl users send no ids; replies must carry one
         if not doc.id:
             doc.id = uuid.uuid4().hex
     return request
-
-
-def _openai_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]:
-    async def route(request: Request) -> Response:
-        try:
-            caller = _caller(request)
-            body = loads(await _read_body(request, state.max_body_bytes))
-        except Exception as exc:
-            state.dispatcher.rejected("http", exc, OPENAI_ENDPOINT)
-            return _error_response(exc)
-        try:
-            work = state.dispatcher.answer_openai(body, "http", caller)
-            reply = await _unless_disconnected(request, work)
-        except ClientDisconnectedError:
-            return Response(status_code=499)
-        except Exception as exc:
-            return _error_response(exc)
-        return JSONResponse(reply)
-
-    return route
 
 
 def _page_facts(state: HttpState) -> dict[str, Any]:
@@ -241,11 +198,11 @@ def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[
         body: dict[str, Any] = {"status": "ok", **state.service.info()}
         if health is not None and not health.ok:
             body.update(status="unhealthy", reason=health.reason)
-            return JSONResponse(body, status_code=503)
+            return json_response(body, status_code=503)
         if not state.ready:
             body["status"] = "draining"
-            return JSONResponse(body, status_code=503 if path == "/readyz" else 200)
-        return JSONResponse(body)
+            return json_response(body, status_code=503 if path == "/readyz" else 200)
+        return json_response(body)
 
     return route
 
@@ -260,7 +217,7 @@ def _metrics_route(state: HttpState) -> Callable[[Request], Awaitable[Response]]
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(OPENAPI)
+    return json_response(OPENAPI)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -269,83 +226,10 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     message = f"{what} {request.method} {request.url.path}"
     body = {"error": {"type": "NotFound" if status == 404 else "MethodNotAllowed"}}
     body["error"]["message"] = message
-    return JSONResponse(body, status_code=status)
+    return json_response(body, status_code=status)
 
 
 # ---- helpers --------------------------------------------------------------------------
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError(f"request body of {declared} bytes is above the {limit} limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(f"request body is above the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work`` unless the client disconnects first: then cancel it (which drops its
-    queued engine items, as for gRPC and WebSocket) and raise ``ClientDisconnectedError``.
-
-    Starlette does not cancel a handler when its client goes away, so once the body is
-    read, a watcher waits on the ASGI ``receive`` channel, whose next message is
-    ``http.disconnect`` when the connection closes."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        watcher.cancel()
-        raise
-    if task.done():
-        watcher.cancel()
-        return task.result()
-    if watcher.exception() is not None:  # could not watch: just wait for the work
-        return await task
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise ClientDisconnectedError("the client disconnected before its reply")
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client has disconnected (never for a client that waits)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-def _error_response(exc: Exception) -> Response:
-    if not isinstance(exc, ClipServeError):
-        log.exception("HTTP request failed")
-    return JSONResponse(http_error_body(exc), http_status(exc), headers=http_headers(exc))
-
-
-def _caller(request: Request) -> Caller:
-    """The caller's tenant (found by the auth middleware) and deadline (from
-    ``X-Request-Timeout``, seconds from now, if sent)."""
-    arrival = time.monotonic()
-    tenant = request.scope.get(TENANT_SCOPE_KEY, ANONYMOUS)
-    value = request.headers.get(TIMEOUT_HEADER)
-    if value is None:
-        return Caller(tenant=tenant, arrival=arrival)
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise InvalidInputError(
-            f"header X-Request-Timeout must be a positive number of seconds, got {value!r}"
-        )
-    return Caller(tenant=tenant, deadline=arrival + seconds, arrival=arrival)
 
 
 class _AuthMiddleware:
@@ -373,7 +257,7 @@ class _AuthMiddleware:
             scope[TENANT_SCOPE_KEY] = tenant
             if tenant is None:
                 exc = _auth_error(credential)
-                response = JSONResponse(
+                response = json_response(
                     http_error_body(exc), status_code=401, headers={"WWW-Authenticate": "Bearer"}
                 )
                 await response(scope, receive, send)

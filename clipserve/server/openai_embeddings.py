@@ -2,11 +2,15 @@
 surface (the ``Dispatcher`` runs and counts it like every other request).
 
 Body: ``{"input": str | list[str], "model": str, "encoding_format": "float" | "base64",
-"modality": "text" | "image"}`` (``modality`` as infinity has it; images are data URIs or
-URLs, and URLs go through the server's URI policy). Other keys (``user``...) are ignored.
-There are no partial results here: one bad input fails the request, naming its index.
-``usage`` counts whitespace-separated words of text inputs (the service does not expose
-tokenizer counts).
+"dimensions": int, "modality": "text" | "image"}`` (``modality`` as infinity has it;
+images are data URIs or URLs, and URLs go through the server's URI policy). Other keys
+(``user``...) are ignored. There are no partial results here: one bad input fails the
+request, naming its index. ``dimensions`` is honoured only for sizes the model was trained
+to be truncated to (``EmbeddingService.embedding_sizes``); any other size is refused rather
+than silently ignored. ``usage`` counts whitespace-separated words of text inputs (the
+service does not expose tokenizer counts). A float embedding is a float32 ``ndarray`` in
+the returned dict (the HTTP route writes it as a JSON array); base64 is little-endian
+float32, as OpenAI's.
 """
 
 from __future__ import annotations
@@ -32,17 +36,28 @@ async def embed(service: EmbeddingService, body: Any) -> dict[str, Any]:
     inputs = _inputs(body.get("input"))
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidInputError(f"'model' must be a string, got {model!r}")
-    service.check_model_name(model)
+        raise InvalidInputError(f"'model' must be a string, got {model!r}", param="model")
+    try:
+        service.check_model_name(model)
+    except InvalidInputError as exc:
+        raise InvalidInputError(exc.reason, param="model") from None
     encoding = body.get("encoding_format") or "float"
     if encoding not in ENCODING_FORMATS:
-        raise InvalidInputError(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
+        raise InvalidInputError(
+            f"'encoding_format' must be 'float' or 'base64', got {encoding!r}",
+            param="encoding_format",
+        )
     modality = body.get("modality") or "text"
     if modality not in MODALITIES:
-        raise InvalidInputError(f"'modality' must be 'text' or 'image', got {modality!r}")
+        raise InvalidInputError(
+            f"'modality' must be 'text' or 'image', got {modality!r}", param="modality"
+        )
+    size = _dimensions(service, body.get("dimensions"))
     limit = service.limits.max_docs_per_request
     if len(inputs) > limit:
-        raise InvalidInputError(f"'input' has {len(inputs)} items, above the limit of {limit}")
+        raise InvalidInputError(
+            f"'input' has {len(inputs)} items, above the limit of {limit}", param="input"
+        )
 
     if modality == "text":
         outcomes = await service.encode_texts(inputs)
@@ -52,14 +67,12 @@ async def embed(service: EmbeddingService, body: Any) -> dict[str, Any]:
     data = []
     for index, outcome in enumerate(outcomes):
         if isinstance(outcome, InvalidInputError):
-            raise type(outcome)(f"input[{index}]: {outcome.reason}")
+            raise type(outcome)(f"input[{index}]: {outcome.reason}", param="input")
         if isinstance(outcome, ClipServeError):
             raise outcome
-        vector = np.asarray(outcome, dtype="<f4")
+        vector = _truncated(np.asarray(outcome, dtype="<f4"), size)
         embedding: Any = (
-            base64.b64encode(vector.tobytes()).decode("ascii")
-            if encoding == "base64"
-            else vector.astype(float).tolist()
+            base64.b64encode(vector.tobytes()).decode("ascii") if encoding == "base64" else vector
         )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     tokens = sum(len(text.split()) for text in inputs) if modality == "text" else 0
@@ -71,16 +84,52 @@ async def embed(service: EmbeddingService, body: Any) -> dict[str, Any]:
     }
 
 
+def _dimensions(service: EmbeddingService, value: Any) -> int | None:
+    """The size asked for: None for the model's own, else one it was trained to keep."""
+    if value is None:
+        return None
+    sizes = service.embedding_sizes()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(
+            f"'dimensions' must be a positive integer, got {value!r}", param="dimensions"
+        )
+    if value == sizes[0]:
+        return None
+    if value not in sizes:
+        if len(sizes) == 1:
+            why = f"it was not trained for shorter embeddings (Matryoshka); it gives {sizes[0]}"
+        else:
+            why = f"it was trained for {', '.join(map(str, sizes))}"
+        raise InvalidInputError(
+            f"'dimensions': {value} is not available from model {service.model_name!r}: "
+            f"{why}. Leave 'dimensions' out for the full embedding",
+            param="dimensions",
+        )
+    return value
+
+
+def _truncated(vector: np.ndarray, size: int | None) -> np.ndarray:
+    """The first ``size`` components, renormalised to unit length (Matryoshka use)."""
+    if size is None:
+        return vector
+    head = vector[:size]
+    norm = float(np.linalg.norm(head))
+    return (head / norm).astype("<f4") if norm > 0 else head
+
+
 def _inputs(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list) or not value:
-        raise InvalidInputError("'input' must be a string or a non-empty list of strings")
+        raise InvalidInputError(
+            "'input' must be a string or a non-empty list of strings", param="input"
+        )
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise InvalidInputError(
                 f"'input[{index}]' must be a string (token arrays are not supported), "
-                f"got {type(item).__name__}"
+                f"got {type(item).__name__}",
+                param="input",
             )
     return value
 

@@ -1,7 +1,7 @@
-"""Scoring for ``/rank``, as CLIP-as-service does it.
-
-``clip_score`` is the softmax, over one query's candidates, of 100 x cosine similarity
-(100 being CLIP's logit scale); ``clip_score_cosine`` is the cosine itself.
+"""Scoring for ``/rank``: ``clip_score`` by the served model's own rule
+(``models.scoring``: CLIP-as-service's softmax of 100 x cosine over one query's candidates
+for CLIP-style models, a sigmoid per pair for SigLIP), ``clip_score_cosine`` the cosine.
+Candidates come back best first, by cosine (both rules keep its order).
 """
 
 from __future__ import annotations
@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LOGIT_SCALE = 100.0
+from clipserve.models.scoring import CLIP_AS_SERVICE, ScoreRule, softmax
+
+LOGIT_SCALE = CLIP_AS_SERVICE.scale
+
+__all__ = ["LOGIT_SCALE", "Ranking", "cosine_similarities", "rank", "softmax"]
 
 
 @dataclass(frozen=True)
@@ -18,8 +22,10 @@ class Ranking:
     """Candidates best first: ``order[k]`` is the index of the k-th best candidate."""
 
     order: list[int]
-    clip_scores: np.ndarray  # softmax, in the candidates' original order
+    clip_scores: np.ndarray  # the model's rule, in the candidates' original order
     cosines: np.ndarray  # cosine similarity, in the candidates' original order
+    #: ``op_name`` of ``clip_score`` on the wire: "softmax" or "sigmoid"
+    op_name: str = CLIP_AS_SERVICE.kind
 
 
 def cosine_similarities(query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -31,18 +37,10 @@ def cosine_similarities(query: np.ndarray, candidates: np.ndarray) -> np.ndarray
     return np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax of a 1-D array (empty in, empty out)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if logits.size == 0:
-        return logits
-    exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
-
-
-def rank(query: np.ndarray, candidates: np.ndarray) -> Ranking:
+def rank(
+    query: np.ndarray, candidates: np.ndarray, rule: ScoreRule = CLIP_AS_SERVICE
+) -> Ranking:
     """Score and order ``candidates`` [N, D] against ``query`` [D], best first (stable)."""
     cosines = cosine_similarities(query, candidates)
-    clip_scores = softmax(LOGIT_SCALE * cosines)
     order = np.argsort(-cosines, kind="stable").tolist()
-    return Ranking(order=order, clip_scores=clip_scores, cosines=cosines)
+    return Ranking(order, rule.scores(cosines), cosines, rule.kind)

@@ -3,7 +3,8 @@
 Front-ends (gRPC, HTTP, WebSocket) only decode, hand the request to the ``Dispatcher``
 (which calls :meth:`EmbeddingService.handle` and counts it), and encode. The OpenAI route
 uses the same service through its small public surface (``encode_texts``,
-``encode_images``, ``check_model_name``, ``resolve_uri``). Policies decided here:
+``encode_images``, ``check_model_name``, ``resolve_uri``, ``embedding_sizes``). Policies
+decided here:
 
 - Endpoints: ``/encode`` (also ``/encode/<model>``), ``/`` (encode; at the default ``@r``
   an empty document is embedded as the empty string, which is what ``profile()`` sends)
@@ -29,6 +30,8 @@ import numpy as np
 
 from clipserve.engine import CachedEngine, Engine, ImageItem, Outcome, TextItem
 from clipserve.errors import ClipServeError, InvalidInputError
+from clipserve.models.cpu import cpu_report
+from clipserve.models.scoring import ScoreRule
 from clipserve.server import rank as ranking
 from clipserve.server.documents import (
     DocumentReader,
@@ -81,13 +84,23 @@ class EmbeddingService:
             "dim": model.dim,
             "backend": model.backend,
             "precision": model.precision,
+            "family": model.family,
+            "languages": model.languages,
+            "clip_score": model.score_rule.describe(),
             "max_batch_size": self.engine.max_batch_size,
             "max_docs_per_request": self.limits.max_docs_per_request,
             "exact_preprocess": model.exact_preprocess,
             "cache": self.engine.cache_info(),
+            "cpu": cpu_report(),  # features, and which precisions are fast/slow/refused here
         }
 
     # ---- the public surface other front-ends build on -------------------------------
+
+    def embedding_sizes(self) -> tuple[int, ...]:
+        """The sizes an embedding may be asked for: the model's ``dim``, then the shorter
+        ones it was trained to be truncated to (``matryoshka_dims``), if any."""
+        model = self.engine.model
+        return (model.dim, *sorted(set(model.matryoshka_dims) - {model.dim}, reverse=True))
 
     def check_model_name(self, name: str | None) -> None:
         """Refuse a model name (any case) other than the served one; None passes."""
@@ -199,7 +212,7 @@ class EmbeddingService:
                 failures.append((doc_label(query, f"#{index}"), error))
             else:
                 write_ndarray(own.astype(np.float32, copy=False), query.embedding)
-                _sort_matches(query, own, matched)
+                _sort_matches(query, own, matched, self.engine.model.score_rule)
             for match in query.matches:
                 match.ClearField("embedding")
                 if options.drop_image_content:
@@ -244,16 +257,18 @@ def _first_match_error(query: DocumentProto, outcomes: list[Outcome]) -> ClipSer
     return None
 
 
-def _sort_matches(query: DocumentProto, embedding: np.ndarray, matched: list[Outcome]) -> None:
+def _sort_matches(
+    query: DocumentProto, embedding: np.ndarray, matched: list[Outcome], rule: ScoreRule
+) -> None:
     if not matched:
         return
-    result = ranking.rank(embedding, np.stack(matched))  # type: ignore[arg-type]
+    result = ranking.rank(embedding, np.stack(matched), rule)  # type: ignore[arg-type]
     ordered = []
     for index in result.order:
         match = DocumentProto()
         match.CopyFrom(query.matches[index])
         match.scores["clip_score"].value = float(result.clip_scores[index])
-        match.scores["clip_score"].op_name = "softmax"
+        match.scores["clip_score"].op_name = result.op_name
         match.scores["clip_score"].ref_id = query.id
         match.scores["clip_score_cosine"].value = float(result.cosines[index])
         match.scores["clip_score_cosine"].op_name = "cosine"

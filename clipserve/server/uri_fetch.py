@@ -30,9 +30,8 @@ import asyncio
 import ipaddress
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
-
-import httpx
 
 from clipserve.errors import InvalidInputError
 from clipserve.server.uri_policy import (
@@ -46,6 +45,9 @@ from clipserve.server.uri_policy import (
 )
 from clipserve.wire.data_uri import decode_data_uri
 from clipserve.wire.data_uri import shorten_uri as describe
+
+if TYPE_CHECKING:  # httpx loads with the first fetch: `clipserve --help` does not need it
+    import httpx
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -165,6 +167,8 @@ def _check_url(url: str, policy: UriPolicy) -> tuple[str, str, int]:
 async def _fetch_remote(
     uri: str, policy: UriPolicy, transport: httpx.AsyncBaseTransport | None
 ) -> bytes:
+    import httpx
+
     url = uri
     timeout = httpx.Timeout(policy.timeout_s)
     async with httpx.AsyncClient(

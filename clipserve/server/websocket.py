@@ -32,6 +32,7 @@ from clipserve.server.errors_map import (
     public_message,
     ws_close_code,
 )
+from clipserve.server.logs import peer_address
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 
@@ -76,6 +77,7 @@ class _Session:
         self.closed = False
         self.tenant = ANONYMOUS
         self.revoked = asyncio.Event()
+        self.peer = peer_address(websocket.client)
 
     async def run(self) -> None:
         forget = None
@@ -149,13 +151,15 @@ class _Session:
             return True
         except (AuthenticationError, TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, AuthenticationError) else "no credential sent"
-            self.owner.dispatcher.rejected("websocket", AuthenticationError(reason))
+            self.owner.dispatcher.rejected(
+                "websocket", AuthenticationError(reason), caller=Caller(client=self.peer)
+            )
             await self.close(1008, reason)
             return False
 
     async def _answer(self, data: bytes) -> None:
         try:
-            caller = Caller(tenant=self.tenant)
+            caller = Caller(tenant=self.tenant, client=self.peer)
             await self.send(await self.owner.dispatcher.reply_for(data, "websocket", caller))
         except Exception as exc:  # not answered in band: the connection ends (errors_map)
             if not isinstance(exc, ClipServeError):

@@ -36,10 +36,32 @@ def test_unreachable_server_is_an_error_naming_it(scheme) -> None:
     """A refused connection is a ServerUnavailableError at once, not the ClientTimeoutError
     of a client that kept waiting (its timeout here is only a failsafe)."""
     url = f"{scheme}://127.0.0.1:{closed_port()}"
-    client = Client(url, connect_timeout=2, timeout=FAILSAFE_S)
+    client = Client(url, connect_timeout=FAILSAFE_S, timeout=FAILSAFE_S)
     with client, pytest.raises(ServerUnavailableError) as info:
         client.encode(["hello"])
     assert url in str(info.value) and isinstance(info.value, ConnectionError)
+    # the refusal itself is reported (gRPC used to wait out connect_timeout, then say so)
+    message = str(info.value).lower()
+    assert "refused" in message or "connect call failed" in message, message
+    assert "within" not in message
+
+
+def test_grpc_refusal_is_short_and_clear() -> None:
+    """No chain through grpc's FutureTimeoutError: the cause, if any, is the OS error."""
+    url = f"grpc://127.0.0.1:{closed_port()}"
+    client = Client(url, connect_timeout=FAILSAFE_S)
+    with client, pytest.raises(ServerUnavailableError, match="Connection refused") as info:
+        client.encode(["hello"])
+    cause = info.value.__cause__
+    assert cause is None or isinstance(cause, OSError)
+
+
+def test_grpc_to_a_port_without_a_grpc_server_names_the_mismatch(silent_port) -> None:
+    """Something listens but never speaks HTTP/2: wait for connect_timeout, then say so."""
+    url = f"grpc://127.0.0.1:{silent_port}"
+    client = Client(url, connect_timeout=0.5, timeout=FAILSAFE_S)
+    with client, pytest.raises(ServerUnavailableError, match="no gRPC server answered"):
+        client.encode(["hello"])
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,19 @@ import torch
 from transformers import CLIPConfig, CLIPModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from clipserve.models.clip.preprocess import byte_level_clip_tokenizer
+from clipserve.models.hf.families.clip import byte_level_clip_tokenizer
 
 MERGES = [("t", "h"), ("th", "e</w>"), ("c", "a"), ("ca", "t</w>"), ("o", "f</w>")]
 IMAGE_SIZE = 32
+#: the tiny vision tower of every family's test checkpoint
+VISION = {
+    "hidden_size": 48,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": IMAGE_SIZE,
+    "patch_size": 8,
+}
 
 
 def save_tiny_clip(directory: Path, *, seed: int = 1234, legacy_eos: bool = False) -> Path:
@@ -40,14 +49,7 @@ def save_tiny_clip(directory: Path, *, seed: int = 1234, legacy_eos: bool = Fals
             "eos_token_id": eos,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
-            "hidden_size": 48,
-            "intermediate_size": 96,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": IMAGE_SIZE,
-            "patch_size": 8,
-        },
+        vision_config=dict(VISION),
         projection_dim=24,
     )
     torch.manual_seed(seed)

@@ -242,7 +242,8 @@ def test_int8_text_tower_keeps_the_rankings(
     captions = [CAPTIONS[name] for name in names]
     texts = int8.encode_texts(captions)
     exact = builtin_model.encode_texts(captions)
-    assert (texts * exact).sum(axis=1).min() >= 0.98  # both unit length
+    # both unit length; measured 0.9908 at worst, the same on AVX-512 VNNI and AVX2 (emulated)
+    assert (texts * exact).sum(axis=1).min() >= 0.99
     scores = int8.encode_images([builtin_photos[name] for name in names]) @ texts.T
     hits = int((scores.argmax(axis=1) == np.arange(len(names))).sum())
     assert hits >= len(names) - 1, f"{hits}/{len(names)} right:\n" + _ranking_report(

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from skimage import data
 
-from clipserve.models.clip.onnx_model import OnnxClipModel, export_key, is_onnx_directory
-from clipserve.models.clip.torch_model import TorchClipModel
+from clipserve.models.hf.core.export import export_key, is_onnx_directory
+from clipserve.models.hf.core.onnx_model import OnnxDualEncoder
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import load_model
 from tests.models.clip_testkit import save_tiny_clip
 
@@ -29,14 +30,14 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pair(tiny_dir: Path, cache_dir: Path) -> tuple[TorchClipModel, OnnxClipModel]:
+def pair(tiny_dir: Path, cache_dir: Path) -> tuple[TorchDualEncoder, OnnxDualEncoder]:
     torch_model = load_model(str(tiny_dir))
     onnx_model = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir)
-    assert isinstance(torch_model, TorchClipModel) and isinstance(onnx_model, OnnxClipModel)
+    assert isinstance(torch_model, TorchDualEncoder) and isinstance(onnx_model, OnnxDualEncoder)
     return torch_model, onnx_model
 
 
-def test_texts_match_torch(pair: tuple[TorchClipModel, OnnxClipModel]) -> None:
+def test_texts_match_torch(pair: tuple[TorchDualEncoder, OnnxDualEncoder]) -> None:
     torch_model, onnx_model = pair
     for batch in (TEXTS, TEXTS[:1], TEXTS[:3]):  # varied batch sizes and sequence lengths
         expected = torch_model.encode_texts(batch)
@@ -48,7 +49,7 @@ def test_texts_match_torch(pair: tuple[TorchClipModel, OnnxClipModel]) -> None:
     assert np.abs(fixed - torch_model.encode_texts(TEXTS)).max() <= 1e-4
 
 
-def test_images_match_torch(pair: tuple[TorchClipModel, OnnxClipModel]) -> None:
+def test_images_match_torch(pair: tuple[TorchDualEncoder, OnnxDualEncoder]) -> None:
     torch_model, onnx_model = pair
     photos = [data.astronaut(), data.coffee(), data.chelsea()]
     for batch in (photos, photos[:1]):
@@ -59,22 +60,22 @@ def test_images_match_torch(pair: tuple[TorchClipModel, OnnxClipModel]) -> None:
 
 
 def test_export_is_cached_and_loads_by_path(
-    pair: tuple[TorchClipModel, OnnxClipModel], tiny_dir: Path, cache_dir: Path
+    pair: tuple[TorchDualEncoder, OnnxDualEncoder], tiny_dir: Path, cache_dir: Path
 ) -> None:
     _, onnx_model = pair
     exported = onnx_model.directory
     assert exported.parent == cache_dir / "onnx" and is_onnx_directory(exported)
     stamp = os.stat(exported / "vision.onnx").st_mtime_ns
     again = load_model(str(tiny_dir), backend="onnx", cache_dir=cache_dir)
-    assert isinstance(again, OnnxClipModel) and again.directory == exported
+    assert isinstance(again, OnnxDualEncoder) and again.directory == exported
     assert os.stat(exported / "vision.onnx").st_mtime_ns == stamp  # not exported twice
     by_path = load_model(str(exported), backend="onnx")
-    assert isinstance(by_path, OnnxClipModel) and by_path.dim == 24
+    assert isinstance(by_path, OnnxDualEncoder) and by_path.dim == 24
     assert np.array_equal(by_path.encode_texts(TEXTS), onnx_model.encode_texts(TEXTS))
 
 
 def test_changed_weights_get_a_new_cache_key(
-    pair: tuple[TorchClipModel, OnnxClipModel], tiny_dir: Path, tmp_path: Path
+    pair: tuple[TorchDualEncoder, OnnxDualEncoder], tiny_dir: Path, tmp_path: Path
 ) -> None:
     torch_model, onnx_model = pair
     assert onnx_model.directory.name == export_key(torch_model)
@@ -86,12 +87,12 @@ def test_changed_weights_get_a_new_cache_key(
 
 
 def test_thread_setting_is_validated(
-    pair: tuple[TorchClipModel, OnnxClipModel], monkeypatch: pytest.MonkeyPatch
+    pair: tuple[TorchDualEncoder, OnnxDualEncoder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, onnx_model = pair
     monkeypatch.setenv("CLIPSERVE_THREADS", "1")
-    single = OnnxClipModel.from_directory(onnx_model.directory)
+    single = OnnxDualEncoder.from_directory(onnx_model.directory)
     assert np.abs(single.encode_texts(TEXTS) - onnx_model.encode_texts(TEXTS)).max() <= 1e-6
     monkeypatch.setenv("CLIPSERVE_THREADS", "many")
     with pytest.raises(ValueError, match="CLIPSERVE_THREADS"):
-        OnnxClipModel.from_directory(onnx_model.directory)
+        OnnxDualEncoder.from_directory(onnx_model.directory)

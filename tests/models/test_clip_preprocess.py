@@ -19,12 +19,10 @@ from sklearn.datasets import load_sample_images
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from clipserve.errors import InvalidInputError
-from clipserve.models.clip.preprocess import (
-    ClipTokenizer,
-    ImagePreprocessor,
-    TokenBatch,
-    byte_level_clip_tokenizer,
-)
+from clipserve.models.hf.core.images import ImagePreprocessor
+from clipserve.models.hf.core.spec import ImageRule
+from clipserve.models.hf.core.tokens import TextTokenizer, TokenBatch, text_tokenizer
+from clipserve.models.hf.families.clip import FAMILY, byte_level_clip_tokenizer
 from tests.models.clip_testkit import MERGES
 
 
@@ -46,7 +44,7 @@ def test_matches_clip_image_processor(size: int) -> None:
     reference = CLIPImageProcessorPil(
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    ours = ImagePreprocessor(resize_to=size, crop_size=size)
+    ours = ImagePreprocessor(shortest_edge=size, crop=(size, size))
     for photo in photos():
         rgb = Image.fromarray(photo).convert("RGB")
         expected = reference(images=rgb, return_tensors="np")["pixel_values"][0]
@@ -60,9 +58,10 @@ def test_reads_preprocessor_config(tmp_path) -> None:  # type: ignore[no-untyped
     CLIPImageProcessorPil(
         size={"shortest_edge": 64}, crop_size={"height": 48, "width": 48}, image_mean=[0.5] * 3
     ).save_pretrained(tmp_path)
-    loaded = ImagePreprocessor.from_directory(tmp_path)
-    assert (loaded.resize_to, loaded.crop_size, loaded.mean) == (64, 48, (0.5, 0.5, 0.5))
-    assert ImagePreprocessor.from_directory(tmp_path / "missing") == ImagePreprocessor()
+    loaded = ImagePreprocessor.from_directory(tmp_path, ImageRule(), 224)
+    assert (loaded.shortest_edge, loaded.crop, loaded.mean) == (64, (48, 48), (0.5, 0.5, 0.5))
+    missing = ImagePreprocessor.from_directory(tmp_path / "missing", ImageRule(), 224)
+    assert missing == ImagePreprocessor()
 
 
 def test_encoded_bytes_equal_arrays_and_bad_bytes_fail() -> None:
@@ -85,8 +84,12 @@ def test_preprocessing_is_thread_safe() -> None:
         assert np.array_equal(result, sequential[index % len(images)])
 
 
+def clip_tokenizer() -> TextTokenizer:
+    return text_tokenizer(byte_level_clip_tokenizer(MERGES), FAMILY.text)
+
+
 def test_tokenizer_pads_per_batch_and_truncates() -> None:
-    tokenizer = ClipTokenizer.from_hf(byte_level_clip_tokenizer(MERGES))
+    tokenizer = clip_tokenizer()
     batch = tokenizer(["the cat", "of"])
     assert isinstance(batch, TokenBatch) and batch.input_ids.dtype == np.int64
     # the merges make "the</w>", "cat</w>" and "of</w>" single tokens between <bos> and <eos>
@@ -101,7 +104,7 @@ def test_tokenizer_pads_per_batch_and_truncates() -> None:
 
 
 def test_tokenizer_is_thread_safe() -> None:
-    tokenizer = ClipTokenizer.from_hf(byte_level_clip_tokenizer(MERGES))
+    tokenizer = clip_tokenizer()
     batches = [[f"the cat {i} " * (i % 30), "of"] for i in range(200)]
     sequential = [tokenizer(batch).input_ids for batch in batches]
     with ThreadPoolExecutor(4) as pool:

@@ -13,7 +13,8 @@ from skimage import data
 from transformers import AutoTokenizer, CLIPModel
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from clipserve.models.clip.torch_model import TorchClipModel
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
+from clipserve.models.hf.families.clip import FAMILY, clip_arch
 from clipserve.models.registry import load_model
 from tests.models.clip_testkit import save_tiny_clip
 
@@ -36,13 +37,13 @@ def tiny_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
-def model(tiny_dir: Path) -> TorchClipModel:
+def model(tiny_dir: Path) -> TorchDualEncoder:
     loaded = load_model(str(tiny_dir))
-    assert isinstance(loaded, TorchClipModel)
+    assert isinstance(loaded, TorchDualEncoder)
     return loaded
 
 
-def test_text_embeddings_equal_transformers(model: TorchClipModel, tiny_dir: Path) -> None:
+def test_text_embeddings_equal_transformers(model: TorchDualEncoder, tiny_dir: Path) -> None:
     reference = CLIPModel.from_pretrained(tiny_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     inputs = tokenizer(TEXTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
@@ -53,7 +54,7 @@ def test_text_embeddings_equal_transformers(model: TorchClipModel, tiny_dir: Pat
     assert np.abs(ours - expected).max() <= 1e-5
 
 
-def test_image_embeddings_equal_transformers(model: TorchClipModel, tiny_dir: Path) -> None:
+def test_image_embeddings_equal_transformers(model: TorchDualEncoder, tiny_dir: Path) -> None:
     reference = CLIPModel.from_pretrained(tiny_dir).eval()
     processor = CLIPImageProcessorPil.from_pretrained(tiny_dir)
     images = photos()
@@ -71,7 +72,7 @@ def test_image_embeddings_equal_transformers(model: TorchClipModel, tiny_dir: Pa
     assert np.abs(from_arrays - expected).max() <= 1e-5
 
 
-def test_per_batch_padding_equals_fixed_77(model: TorchClipModel) -> None:
+def test_per_batch_padding_equals_fixed_77(model: TorchDualEncoder) -> None:
     short = model.tokenizer(TEXTS)
     fixed = model.tokenizer(TEXTS, pad_to=77)
     assert short.input_ids.shape[1] < 40 and fixed.input_ids.shape[1] == 77
@@ -82,7 +83,7 @@ def test_per_batch_padding_equals_fixed_77(model: TorchClipModel) -> None:
     assert np.abs(alone[0] - model.encode_texts(TEXTS)[3]).max() <= 1e-5
 
 
-def test_long_text_truncates_to_77_without_error(model: TorchClipModel) -> None:
+def test_long_text_truncates_to_77_without_error(model: TorchDualEncoder) -> None:
     head = "the cat " * 60
     tokens = model.tokenizer([head + "of " * 300, head + "tail words that differ"])
     assert tokens.input_ids.shape == (2, 77)
@@ -97,7 +98,7 @@ def test_long_text_truncates_to_77_without_error(model: TorchClipModel) -> None:
 @pytest.mark.slow
 def test_random_full_size_vit_b_32() -> None:
     model = load_model("ViT-B-32::random")
-    assert isinstance(model, TorchClipModel)
+    assert isinstance(model, TorchDualEncoder)
     config = model.model.config
     assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers) == (768, 12)
     assert (config.vision_config.patch_size, config.vision_config.image_size) == (32, 224)
@@ -111,11 +112,9 @@ def test_random_full_size_vit_b_32() -> None:
 
 
 def test_random_weights_are_seeded() -> None:
-    from clipserve.models.registry import _arch
-
-    tiny = _arch((32, 1, 2, 64), (32, 1, 2), 16, 32, 16, "gelu")
-    first = TorchClipModel.random(tiny, name="tiny::random")
-    second = TorchClipModel.random(tiny, name="tiny::random")
+    tiny = clip_arch((32, 1, 2, 64), (32, 1, 2), 16, 32, 16, "gelu")
+    first = TorchDualEncoder.random(FAMILY, tiny, name="tiny::random")
+    second = TorchDualEncoder.random(FAMILY, tiny, name="tiny::random")
     assert np.array_equal(first.encode_texts(TEXTS), second.encode_texts(TEXTS))
-    other = TorchClipModel.random(tiny, name="tiny::random", seed=1)
+    other = TorchDualEncoder.random(FAMILY, tiny, name="tiny::random", seed=1)
     assert not np.allclose(first.encode_texts(TEXTS), other.encode_texts(TEXTS))

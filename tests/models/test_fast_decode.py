@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from clipserve.models.base import EmbeddingModel
-from clipserve.models.clip.preprocess import ImagePreprocessor
+from clipserve.models.hf.core.images import ImagePreprocessor
 from clipserve.models.images import decode_image
 from tests.photos import encode, source_photos, upscaled
 

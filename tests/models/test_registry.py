@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from clipserve.errors import ModelUnavailableError
-from clipserve.models.clip.torch_model import TorchClipModel
 from clipserve.models.hashing import HashModel
+from clipserve.models.hf.core.torch_model import TorchDualEncoder
 from clipserve.models.registry import (
     DEFAULT_MODEL,
     PRETRAINED,
@@ -90,7 +90,7 @@ def test_name_loads_from_a_populated_hub_cache(
     infos = {info.name: info for info in list_models(cache_dir=tmp_path)}
     assert infos["ViT-B-32::openai"].local
     model = load_model("ViT-B-32::openai", cache_dir=tmp_path)
-    assert isinstance(model, TorchClipModel) and model.name == "ViT-B-32::openai"
+    assert isinstance(model, TorchDualEncoder) and model.name == "ViT-B-32::openai"
     direct = load_model(str(source))
     assert np.array_equal(model.encode_texts(["the cat"]), direct.encode_texts(["the cat"]))
 

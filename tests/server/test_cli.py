@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,15 @@ import httpx
 import numpy as np
 import pytest
 
-from clipserve.cli import build_parser, config_from_args, main
+from clipserve.cli import _log_cpu, build_parser, config_from_args, main
+from clipserve.models import cpu
+from clipserve.models.cpu import (
+    CpuFeatures,
+    cpu_features,
+    cpu_summary,
+    precision_verdicts,
+    verdict_for,
+)
 from clipserve.server.config import ServerConfig, build_config
 from clipserve.server.tls import TlsFiles
 from tests.engine.helpers import png_bytes
@@ -88,6 +98,8 @@ def test_serve_with_yaml_env_and_flags_then_sigterm_exits_0(tmp_path):
         log = served.log_text()
     assert code == 0, log
     assert "clipserve: model hash loaded (dim 512, backend none, precision float)" in log
+    assert f"clipserve: {cpu_summary()}" in log  # the CPU and its verdicts, at start-up
+    assert "backend torch" not in log  # the hash model has no backend; nothing says otherwise
     assert f"clipserve: serving grpc://127.0.0.1:{grpc_port}" in log
     assert f"clipserve: serving http://127.0.0.1:{http_port}" in log
     assert "ws://" not in log  # websocket was left out of protocols
@@ -154,15 +166,57 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     assert doc["id"] == "held" and len(doc["embedding"]) == 512
 
 
-def test_models_lists_names_dims_and_local_weights():
+def test_models_lists_names_dims_and_local_weights(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "clipserve", "models"], capture_output=True, text=True, timeout=120
-    )
+        [sys.executable, "-m", "clipserve", "models", "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split()[1:3] for line in done.stdout.splitlines()[1:]}
-    assert rows["builtin"] == ["384", "yes"]
-    assert rows["hash"] == ["512", "yes"]
-    assert rows["ViT-B-32::openai"][0] == "512"
+    table, _, notes = done.stdout.partition("\n\n")
+    lines = table.splitlines()
+    header = re.split(r"\s{2,}", lines[0].strip())
+    assert header == ["NAME", "DIM", "FAMILY", "LANGUAGES", "LOCAL", "DESCRIPTION"]
+    rows, marked = {}, []
+    for line in lines[1:]:
+        cells = re.split(r"\s{2,}", line[2:].strip())
+        rows[cells[0]] = dict(zip(header[1:], cells[1:], strict=True))
+        if line.startswith("* "):
+            marked.append(cells[0])
+    assert marked == ["builtin"]  # the default is marked
+    assert (rows["builtin"]["DIM"], rows["builtin"]["LOCAL"]) == ("384", "yes")
+    assert "not CLIP" in rows["builtin"]["DESCRIPTION"]
+    assert (rows["hash"]["DIM"], rows["hash"]["LOCAL"]) == ("512", "yes")
+    assert (rows["ViT-B-32::openai"]["DIM"], rows["ViT-B-32::openai"]["LOCAL"]) == ("512", "no")
+    expected = {
+        "ViT-B-16-SigLIP::webli": ("768", "SigLIP", "en"),
+        "ViT-SO400M-14-SigLIP-384::webli": ("1152", "SigLIP", "en"),
+        "ViT-B-16-SigLIP2::webli": ("768", "SigLIP 2", "multilingual"),
+        "ViT-SO400M-14-SigLIP2-378::webli": ("1152", "SigLIP 2", "multilingual"),
+        "ViT-B-32-worldwide::metaclip2_worldwide": ("512", "MetaCLIP 2", "300+ languages"),
+        "CN-CLIP/ViT-B-16": ("512", "Chinese-CLIP", "zh"),
+        "AltCLIP-m9/ViT-L-14": ("768", "AltCLIP", "9 languages"),
+        "ViT-B-16-SigLIP::random": ("768", "SigLIP", "en"),
+        "CN-CLIP/ViT-B-16::random": ("512", "Chinese-CLIP", "zh"),
+    }
+    for name, (dim, family, languages) in expected.items():
+        assert (rows[name]["DIM"], rows[name]["FAMILY"], rows[name]["LANGUAGES"]) == (
+            dim, family, languages
+        ), name
+    assert rows["ViT-B-16-SigLIP::webli"]["DESCRIPTION"].endswith("google/siglip-base-patch16-224")
+    assert f"Looked for weights in {tmp_path / 'hub'}" in notes
+    assert "MiniLM-L6" in notes and "EfficientNet-Lite0" in notes
+
+
+def test_models_never_imports_torch():
+    """Listing reads dimensions from tables: no torch, transformers or onnxruntime."""
+    script = (
+        "import sys; from clipserve.cli import main; main(['models'])\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
@@ -260,6 +314,31 @@ def test_prepare_fills_the_caches_once_then_exits(tmp_path, capsys):
     made = [path.stat().st_mtime_ns for path in cached]
     assert main(argv) == 0  # everything is found in the cache this time
     assert [path.stat().st_mtime_ns for path in cached] == made
+
+
+def test_doctor_reports_this_cpus_features_and_verdicts(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    features = cpu_features()
+    assert f"CPU: {features.name} ({features.kind};" in out
+    assert f"int8 kernel (onnxruntime u8 x s8): {features.int8_kernel}" in out
+    for verdict in precision_verdicts(features):
+        assert f"  {verdict.precision:<6} {verdict.status:<8} {verdict.reason}" in out
+
+
+def test_start_up_says_how_the_precision_runs_here(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="clipserve.server")
+    _log_cpu(ServerConfig(backend="onnx", precision="int8"))
+    int8 = verdict_for("int8")
+    assert f"precision int8 is {int8.status} on this CPU: {int8.reason}" in caplog.text
+    # a CPU without AVX2, where int8 may not beat float32: a warning
+    caplog.clear()
+    monkeypatch.setattr(cpu, "cpu_features", lambda: CpuFeatures(name="Old CPU"))
+    _log_cpu(ServerConfig(backend="onnx", precision="int8"))
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "precision int8 is slow on this CPU: no AVX2" in warnings[0].getMessage()
+    assert "CPU Old CPU (x86-64 without AVX2)" in caplog.text
 
 
 def test_prepare_reports_what_it_cannot_load(capsys):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
+from clipserve.models.cpu import cpu_features, precision_verdicts
 from clipserve.server.app import loopback_config, running_server
 from clipserve.wire import DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
@@ -174,6 +175,11 @@ def test_health_and_readiness(hash_server):
         body = httpx.get(base + path).json()
         assert body["status"] == "ok"
         assert body["dim"] == hash_server.model.dim
+    cpu = httpx.get(base + "/health").json()["cpu"]
+    assert cpu["kind"] == cpu_features().kind and cpu["name"]
+    assert {p: v["status"] for p, v in cpu["precisions"].items()} == {
+        v.precision: v.status for v in precision_verdicts(cpu_features())
+    }
     state = hash_server.server.http_state
     state.ready = False  # what stop() does first
     try:

@@ -1,4 +1,5 @@
-"""Rank scoring: softmax of 100 x cosine over one query's candidates, best first."""
+"""Rank scoring: by default softmax of 100 x cosine over one query's candidates, best first;
+the model's own rule where it has one (a softmax at its scale, SigLIP's sigmoid per pair)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from clipserve.models.scoring import SIGMOID, SOFTMAX, ScoreRule
 from clipserve.server.rank import LOGIT_SCALE, cosine_similarities, rank, softmax
 
 finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, width=32)
@@ -50,3 +52,33 @@ def test_scores_sum_to_one_and_follow_the_order(candidates: np.ndarray) -> None:
     assert np.all(np.diff(ordered) <= 1e-12)
     assert np.all(np.diff(result.clip_scores[result.order]) <= 1e-12)
     assert np.all((result.cosines >= -1 - 1e-9) & (result.cosines <= 1 + 1e-9))
+
+
+def test_sigmoid_rule_scores_each_pair_on_its_own() -> None:
+    """SigLIP: sigmoid(scale * cos + bias) per pair; no sum to 1, no effect of other pairs."""
+    rule = ScoreRule(SIGMOID, scale=10.0, bias=-2.0)
+    query = np.array([1.0, 0.0])
+    candidates = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    result = rank(query, candidates, rule)
+    assert result.order == [1, 2, 0] and result.op_name == "sigmoid"
+    logits = 10.0 * result.cosines - 2.0
+    np.testing.assert_allclose(result.clip_scores, 1 / (1 + np.exp(-logits)), rtol=1e-12)
+    alone = rank(query, candidates[1:2], rule).clip_scores[0]
+    assert alone == result.clip_scores[1]  # the same pair scores the same among others
+
+
+def test_softmax_rule_uses_the_models_scale() -> None:
+    rule = ScoreRule(SOFTMAX, scale=14.3)
+    result = rank(np.array([1.0, 0.0]), np.array([[1.0, 0.0], [0.0, 1.0]]), rule)
+    expected = np.exp([14.3, 0.0]) / np.exp([14.3, 0.0]).sum()
+    np.testing.assert_allclose(result.clip_scores, expected, rtol=1e-12)
+    assert result.op_name == "softmax"
+
+
+def test_rules_describe_themselves_and_survive_a_round_trip() -> None:
+    rule = ScoreRule(SIGMOID, scale=117.33, bias=-12.93)
+    assert rule.describe() == "sigmoid(117.3 * cos - 12.93)"
+    assert ScoreRule.from_dict(rule.to_dict()) == rule
+    assert ScoreRule.from_dict(None).describe() == "softmax(100 * cos) over the candidates"
+    extreme = rule.scores(np.array([-1.0, 1.0]))  # no overflow at large logits
+    assert np.isfinite(extreme).all() and extreme[0] < 1e-50 and extreme[1] == 1.0

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import abc
+import os
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clipserve.client.urls import ServerAddress
-from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+
+if TYPE_CHECKING:
+    from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,16 @@ class Transport(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def os_reason(exc: BaseException) -> str:
+    """The operating system's reason at the bottom of a library's exception chain
+    ("Connection refused", "Name or service not known"), else the exception's own text."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and (seen.errno or seen.strerror):
+            if isinstance(seen.errno, int) and seen.errno > 0:
+                return os.strerror(seen.errno)
+            return str(seen.strerror)
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 
 from clipserve.client.errors_map import from_grpc
-from clipserve.client.transports.base import Transport, TransportOptions
+from clipserve.client.transports.base import Transport, TransportOptions, os_reason
+from clipserve.client.urls import ServerAddress
 from clipserve.errors import ServerUnavailableError
 from clipserve.wire import GRPC_METHOD
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
@@ -31,6 +34,8 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.enable_retries", 0),
+    # a new channel connects afresh instead of inheriting another channel's backoff
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 _END = object()
 _POLLER_GRACE_S = 0.5
@@ -49,15 +54,12 @@ class GrpcTransport(Transport):
         if self._channel is None:
             self._channel = await asyncio.to_thread(self._new_channel)
         channel = self._channel
-        try:
-            ready = grpc.channel_ready_future(channel)
-            await asyncio.to_thread(ready.result, self.options.connect_timeout)
-        except grpc.FutureTimeoutError as exc:
+        failure = await asyncio.to_thread(
+            _connect, channel, self.options.address, self.options.connect_timeout
+        )
+        if failure is not None:
             self._drop_channel()
-            raise ServerUnavailableError(
-                f"cannot reach gRPC server {self.options.address.url} "
-                f"within {self.options.connect_timeout:g}s"
-            ) from exc
+            raise failure
         return channel
 
     def _new_channel(self) -> grpc.Channel:
@@ -161,6 +163,49 @@ def _read_all(call: Any, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue) 
         hand(error)
         return
     hand(_END)
+
+
+def _connect(
+    channel: grpc.Channel, address: ServerAddress, timeout: float
+) -> ServerUnavailableError | None:
+    """Wait until ``channel`` is READY (None) or it cannot be: a connection attempt that
+    fails on a port where nothing listens (or a host that does not resolve) fails at once,
+    as HTTP and WebSocket do, rather than after ``timeout``."""
+    states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
+    channel.subscribe(states.put, try_to_connect=True)
+    deadline = time.monotonic() + timeout
+    port_open = False
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                state = states.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if state is grpc.ChannelConnectivity.READY:
+                return None
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE and not port_open:
+                reason = _refused(address, remaining)
+                if reason:
+                    return ServerUnavailableError(
+                        f"cannot reach gRPC server {address.url}: {reason}"
+                    )
+                port_open = True  # something listens: let grpcio retry until the deadline
+    finally:
+        channel.unsubscribe(states.put)
+    why = "the port is open but no gRPC server answered" if port_open else "no connection"
+    hint = " (TLS or protocol mismatch?)" if port_open else ""
+    return ServerUnavailableError(
+        f"cannot reach gRPC server {address.url}: {why} within {timeout:g}s{hint}"
+    )
+
+
+def _refused(address: ServerAddress, timeout: float) -> str | None:
+    """Why a plain TCP connection fails (grpcio does not say), or None if it opens."""
+    try:
+        with socket.create_connection((address.host, address.port), timeout=min(timeout, 2.0)):
+            return None
+    except OSError as exc:
+        return os_reason(exc)
 
 
 def _server_certificate(host: str, port: int, timeout: float, url: str) -> str:

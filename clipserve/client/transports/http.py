@@ -20,7 +20,7 @@ import httpx
 
 from clipserve.client.errors_map import from_http
 from clipserve.client.jsonreply import reply_from_json, request_to_json_body
-from clipserve.client.transports.base import Transport, TransportOptions
+from clipserve.client.transports.base import Transport, TransportOptions, os_reason
 from clipserve.errors import ClientTimeoutError, RemoteError, ServerUnavailableError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
 from clipserve.wire.messages import endpoint_of, set_error, set_retry_after
@@ -169,9 +169,8 @@ class HttpTransport(Transport):
         raise RemoteError(f"{url}: HTTP reply is not a jina DataRequest: {str(body)[:200]}")
 
     def _unavailable(self, exc: Exception) -> ServerUnavailableError:
-        kind = type(exc).__name__
         return ServerUnavailableError(
-            f"cannot reach HTTP server {self.options.address.url}: {kind} {exc}"
+            f"cannot reach HTTP server {self.options.address.url}: {os_reason(exc)}"
         )
 
     async def stream(
@@ -269,7 +268,7 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:300]
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict) and error.get("message"):
+        if isinstance(error, dict) and error.get("message"):  # clipserve's and OpenAI's shape
             return str(error["message"])[:300]
         for key in ("detail", "error", "message", "description"):
             if body.get(key):

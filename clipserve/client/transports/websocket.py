@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from clipserve.client.errors_map import from_http, from_ws_close
-from clipserve.client.transports.base import Transport
+from clipserve.client.transports.base import Transport, os_reason
 from clipserve.errors import ClipServeError, RemoteError, ServerUnavailableError
 from clipserve.wire import WS_END_OF_INPUT, WS_SUBPROTOCOL
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
@@ -40,8 +40,14 @@ class WebSocketTransport(Transport):
             response = exc.response
             reason = response.body.decode("utf-8", "replace")[:300] if response.body else ""
             raise from_http(response.status_code, reason, url) from exc
-        except (OSError, asyncio.TimeoutError, InvalidHandshake) as exc:
-            raise ServerUnavailableError(f"cannot reach WebSocket server {url}: {exc}") from exc
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise ServerUnavailableError(
+                f"cannot reach WebSocket server {url}: no connection within "
+                f"{options.connect_timeout:g}s"
+            ) from exc
+        except (OSError, InvalidHandshake) as exc:
+            reason = os_reason(exc)
+            raise ServerUnavailableError(f"cannot reach WebSocket server {url}: {reason}") from exc
 
     async def stream(
         self, requests: AsyncIterator[DataRequestProto]

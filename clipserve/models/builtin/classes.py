@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +22,19 @@ import numpy as np
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.extras import require
-from clipserve.models.cache import write_atomically
+from clipserve.models.cache import clipserve_cache_dir, write_atomically
 
 NUM_CLASSES = 1000
 TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
 #: weight of the description embedding added to the (unit) name embedding
 DESCRIPTION_WEIGHT = 0.3
-CACHE_ENV = "CLIPSERVE_CACHE_DIR"
 _CACHE_FORMAT = "conse-v1"
 #: class tables shipped inside the package (same file names as the on-disk cache)
 SHIPPED_DIR = Path(__file__).parents[1] / "data"
 
 
 def default_cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "clipserve"
+    return clipserve_cache_dir()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.builtin import BUILTIN_DIM
 from clipserve.models.builtin.classes import (
     cached_class_embeddings,
     default_cache_dir,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from clipserve.models.builtin.onnx_towers import OnnxTowers
 
 BUILTIN_NAME = "builtin"
-BUILTIN_DIM = 384
 #: ConSE settings, tuned on skimage / sklearn photos against simple captions
 TOP_CLASSES = 5
 SOFTMAX_TEMPERATURE = 2.0
@@ -57,6 +57,7 @@ class BuiltinModel(EmbeddingModel):
     """MiniLM-L6 text tower + ConSE over EfficientNet-Lite0 image tower, 384-d."""
 
     name = BUILTIN_NAME
+    family = "built-in"
     dim = BUILTIN_DIM
 
     def __init__(

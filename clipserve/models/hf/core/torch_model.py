@@ -1,7 +1,7 @@
-"""CLIP on torch through transformers' ``CLIPModel``.
+"""Any dual-encoder family on torch, through its transformers model class.
 
 CPU runs in float32; ``device="cuda"`` runs in float16; ``precision="bf16"`` runs in bfloat16
-on either (where the hardware has it). Embeddings are the projected
+on either (where the hardware has it). Embeddings are the model's own pooled and projected
 features (``get_text_features`` / ``get_image_features``), not L2-normalised, like
 CLIP-as-service.
 """
@@ -18,21 +18,21 @@ import torch
 
 from clipserve.errors import ModelError, ModelUnavailableError
 from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.clip.preprocess import (
-    ClipTokenizer,
-    ImagePreprocessor,
-    TokenBatch,
-    byte_level_clip_tokenizer,
-)
+from clipserve.models.cpu import REFUSED, cpu_features, verdict_for
+from clipserve.models.hf.core.images import ImagePreprocessor, preprocessor_for
+from clipserve.models.hf.core.patches import PatchPreprocessor
+from clipserve.models.hf.core.spec import Family, config_dim
+from clipserve.models.hf.core.tokens import TokenBatch, load_hf_tokenizer, text_tokenizer
 from clipserve.models.precision import BF16, FLOAT, check_precision
 from clipserve.models.runtime import configured_threads
+from clipserve.models.scoring import ScoreRule
 
 #: seed for ``ARCH::random`` weights, so two loads give the same model
 RANDOM_SEED = 0
 
 
-class TorchClipModel(EmbeddingModel):
-    """A transformers ``CLIPModel`` behind the clipserve model contract."""
+class TorchDualEncoder(EmbeddingModel):
+    """A transformers dual encoder behind the clipserve model contract."""
 
     backend = "torch"
 
@@ -40,7 +40,8 @@ class TorchClipModel(EmbeddingModel):
         self,
         model: Any,
         hf_tokenizer: Any,
-        preprocessor: ImagePreprocessor,
+        preprocessor: ImagePreprocessor | PatchPreprocessor,
+        family: Family,
         *,
         name: str,
         device: str = "cpu",
@@ -48,20 +49,24 @@ class TorchClipModel(EmbeddingModel):
         precision: str = FLOAT,
     ) -> None:
         check_precision(precision, self.backend, device)
-        self.device = torch.device(_check_device(device))
+        self.device = torch.device(check_device(device))
         self.precision = precision
         if precision == BF16:
-            _check_bf16(self.device)
+            check_bf16(self.device)
             self.dtype = torch.bfloat16
         else:
             self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.spec = family
+        self.family = family.label
+        self.languages = family.languages
         #: the transformers tokenizer (saved alongside ONNX exports)
         self.hf_tokenizer = hf_tokenizer
-        self.tokenizer = ClipTokenizer.from_hf(hf_tokenizer)
+        self.tokenizer = text_tokenizer(hf_tokenizer, family.text)
         self.preprocessor = preprocessor
         self.name = name
-        self.dim = int(model.config.projection_dim)
+        self.dim = config_dim(model.config)
+        self.score_rule = score_rule_of(model, family.scoring)
         #: the HF directory the weights came from (None for random weights)
         self.source = source
         #: the seed of ``random()`` weights (None for loaded ones)
@@ -77,29 +82,32 @@ class TorchClipModel(EmbeddingModel):
     def from_directory(
         cls,
         path: str | Path,
+        family: Family,
         *,
         name: str | None = None,
         device: str = "cpu",
         precision: str = FLOAT,
-    ) -> TorchClipModel:
-        """Load an HF CLIP directory (config, weights, tokenizer, preprocessor config)."""
-        from transformers import AutoTokenizer, CLIPModel
-
+    ) -> TorchDualEncoder:
+        """Load an HF checkpoint directory (config, weights, tokenizer, preprocessor config)."""
         path = Path(path)
         try:
-            model = CLIPModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        except (OSError, ValueError) as exc:
+            model = family.model_type_class().from_pretrained(
+                str(path), local_files_only=True, dtype=torch.float32
+            )
+            tokenizer = load_hf_tokenizer(path)
+        except (OSError, ValueError, TypeError, ImportError) as exc:
             raise ModelUnavailableError(
-                f"cannot load a CLIP model from {path}: {exc}. The directory needs config.json, "
-                "model.safetensors (or pytorch_model.bin), tokenizer files and "
-                "preprocessor_config.json, as written by CLIPModel/CLIPProcessor.save_pretrained"
+                f"cannot load a {family.label} model from {path}: {exc}. The directory needs "
+                "config.json, model.safetensors (or pytorch_model.bin), tokenizer files and "
+                f"preprocessor_config.json, as written by {family.model_class}.save_pretrained "
+                "and the processor's save_pretrained"
             ) from exc
-        preprocessor = ImagePreprocessor.from_directory(path)
+        preprocessor = preprocessor_for(family.image, model.config.vision_config, path)
         return cls(
             model,
             tokenizer,
             preprocessor,
+            family,
             name=name or str(path),
             device=device,
             source=path,
@@ -109,23 +117,30 @@ class TorchClipModel(EmbeddingModel):
     @classmethod
     def random(
         cls,
+        family: Family,
         config: Mapping[str, Any],
         *,
         name: str,
         device: str = "cpu",
         seed: int = RANDOM_SEED,
         precision: str = FLOAT,
-    ) -> TorchClipModel:
-        """The full architecture with seeded random weights and a byte-level tokenizer."""
-        hf_tokenizer: Any = byte_level_clip_tokenizer()
-        model = build_random_clip(
-            config, seed=seed, bos_id=hf_tokenizer.bos_token_id, eos_id=hf_tokenizer.eos_token_id
+    ) -> TorchDualEncoder:
+        """The architecture with seeded random weights and the family's stand-in tokenizer."""
+        if family.stand_in_tokenizer is None:
+            raise ValueError(f"{family.label} has no stand-in tokenizer for random weights")
+        model = build_random(family, config, seed=seed)
+        preprocessor = preprocessor_for(family.image, model.config.vision_config)
+        encoder = cls(
+            model,
+            family.stand_in_tokenizer(),
+            preprocessor,
+            family,
+            name=name,
+            device=device,
+            precision=precision,
         )
-        size = int(model.config.vision_config.image_size)
-        preprocessor = ImagePreprocessor(resize_to=size, crop_size=size)
-        clip = cls(model, hf_tokenizer, preprocessor, name=name, device=device, precision=precision)
-        clip.random_seed = seed
-        return clip
+        encoder.random_seed = seed
+        return encoder
 
     def weights_revision(self) -> str:
         """The weight files' fingerprint (hub blob names, else their bytes), or the random
@@ -150,23 +165,26 @@ class TorchClipModel(EmbeddingModel):
         return self.tokenizer(texts)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        inputs = {
+            name: torch.from_numpy(array).to(
+                self.device, self.dtype if array.dtype == np.float32 else None
+            )
+            for name, array in self.preprocessor.model_inputs(pixels).items()
+        }
         with self._lock, torch.inference_mode():
             try:
-                output = self.model.get_image_features(
-                    pixel_values=tensor.to(self.device, self.dtype)
-                )
+                output = self.model.get_image_features(**inputs)
             except RuntimeError as exc:
                 raise ModelError(f"{self.name}: image forward failed: {exc}") from exc
         return _features(output)
 
     def forward_texts(self, tokens: TokenBatch) -> np.ndarray:
+        inputs = {"input_ids": torch.from_numpy(tokens.input_ids).to(self.device)}
+        if self.spec.text.feed_mask:
+            inputs["attention_mask"] = torch.from_numpy(tokens.attention_mask).to(self.device)
         with self._lock, torch.inference_mode():
             try:
-                output = self.model.get_text_features(
-                    input_ids=torch.from_numpy(tokens.input_ids).to(self.device),
-                    attention_mask=torch.from_numpy(tokens.attention_mask).to(self.device),
-                )
+                output = self.model.get_text_features(**inputs)
             except RuntimeError as exc:
                 raise ModelError(f"{self.name}: text forward failed: {exc}") from exc
         return _features(output)
@@ -180,45 +198,47 @@ class TorchClipModel(EmbeddingModel):
             torch.cuda.empty_cache()
 
 
-def build_random_clip(
-    config: Mapping[str, Any], *, seed: int = RANDOM_SEED, bos_id: int, eos_id: int
-) -> Any:
-    """A ``CLIPModel`` of the given architecture with weights from a fixed seed."""
-    from transformers import CLIPConfig, CLIPModel
-
-    text = dict(config["text_config"])
-    text.update(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id)
-    clip_config = CLIPConfig(
-        text_config=text,
-        vision_config=dict(config["vision_config"]),
-        projection_dim=int(config["projection_dim"]),
-    )
+def build_random(family: Family, config: Mapping[str, Any], *, seed: int = RANDOM_SEED) -> Any:
+    """The family's model of the given architecture with weights from a fixed seed."""
+    model_class = family.model_type_class()
+    hf_config = family.config(config)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = CLIPModel(clip_config)
+        model = model_class(hf_config)
     finally:
         torch.random.set_rng_state(generator_state)
     return model.eval()
 
 
+def score_rule_of(model: Any, kind: str) -> ScoreRule:
+    """The model's learnt scale (``exp(logit_scale)``) and bias under the family's rule."""
+    scale = float(model.logit_scale.detach().float().exp().item())
+    bias = getattr(model, "logit_bias", None)
+    return ScoreRule(kind, scale, float(bias.detach().float().item()) if bias is not None else 0.0)
+
+
 def _features(output: Any) -> np.ndarray:
-    """transformers 5 returns a model output whose ``pooler_output`` is the projection."""
+    """transformers 5 returns a model output whose ``pooler_output`` is the embedding."""
     tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
     return tensor.float().cpu().numpy()
 
 
-def _check_bf16(device: torch.device) -> None:
+def check_bf16(device: torch.device) -> None:
     """bfloat16 only where the hardware computes in it: emulated, it is slower than float32."""
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
         where = f"GPU {torch.cuda.get_device_name(device)}"
     else:
-        try:
-            supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
+        verdict = verdict_for(BF16)
+        if verdict.status == REFUSED:  # x86: CPUID says no bf16 instructions
             supported = False
-        where = "this CPU (needs AVX512-BF16 or AMX)"
+        else:  # elsewhere torch knows best
+            try:
+                supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            except (AttributeError, RuntimeError):
+                supported = False
+        where = f"this CPU ({cpu_features().kind}; needs AVX512-BF16 or AMX)"
     if not supported:
         raise ModelUnavailableError(
             f"precision 'bf16' requested but {where} has no bfloat16 instructions; "
@@ -226,7 +246,7 @@ def _check_bf16(device: torch.device) -> None:
         )
 
 
-def _check_device(device: str) -> str:
+def check_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelUnavailableError(f"device {device!r} requested but CUDA is not available")
     if not (device == "cpu" or device.startswith("cuda")):

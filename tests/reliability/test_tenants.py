@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from websockets.asyncio.client import connect
 from clipserve import Client
 from clipserve.errors import RateLimitedError
 from clipserve.server import auth as auth_module
+from clipserve.server import logs
 from clipserve.server.auth import TokenAuth
 from clipserve.server.tenants import load_tokens_file
 from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto
@@ -71,6 +73,24 @@ async def test_each_tenant_is_counted_by_name_on_every_protocol(tmp_path, hash_m
         assert 'tenant="alice"' in exposition and 'tenant="bob"' in exposition
         for secret in (ALICE, BOB, SINGLE, sha256_hex(BOB)):
             assert secret not in exposition  # named, never the token
+
+
+async def test_the_access_log_names_the_tenant_never_the_token(tmp_path, hash_model, caplog):
+    caplog.set_level(logging.INFO, logger=logs.ACCESS.name)
+    entries = {"alice": ALICE}
+    with tenant_server(tmp_path, entries, hash_model, auth_token=SINGLE) as (server, _, _):
+        for protocol in PROTOCOLS:
+            assert (await send_as(server, protocol, ALICE, texts_request(protocol, 2))).ok
+        assert (await send_as(server, "http", SINGLE, texts_request("single", 1))).ok
+    lines = [r for r in caplog.records if r.name == logs.ACCESS.name]
+    fields = [r.fields for r in lines]  # type: ignore[attr-defined]
+    alice = [f for f in fields if f.get("tenant") == "alice"]
+    assert sorted(f["protocol"] for f in alice) == sorted(PROTOCOLS)
+    assert all(f["status"] == "ok" and f["client"].startswith("127.0.0.1:") for f in alice)
+    assert any(f.get("tenant") == "default" for f in fields)  # the single --auth-token
+    assert all("tenant=alice" in r.getMessage() for r in lines if r.fields in alice)  # type: ignore[attr-defined]
+    for secret in (ALICE, SINGLE):
+        assert all(secret not in r.getMessage() and secret not in str(r.fields) for r in lines)  # type: ignore[attr-defined]
 
 
 async def test_a_request_rate_limit_holds_under_concurrency(tmp_path, hash_model) -> None:

@@ -72,16 +72,17 @@ STUCK = "<stuck>"
 CRASH = "<crash>"
 
 
-class FaultyModel(EmbeddingModel):
-    """The hash model; a pass holding ``STUCK`` hangs until ``release``; a pass holding
-    ``CRASH`` raises ``SystemExit`` (what a library calling ``sys.exit`` does), which ends
-    its inference thread."""
+class HashTextsModel(EmbeddingModel):
+    """The hash model whose text tokens keep their texts, so that a test double can act on
+    marker texts inside a forward pass (``on_texts``); counts text forward passes."""
 
     def __init__(self) -> None:
         self.inner = HashModel()
         self.name, self.dim, self.backend = "hash", self.inner.dim, "none"
-        self.release = threading.Event()
         self.forwards = 0
+
+    def on_texts(self, texts: list[str]) -> None:
+        """Runs in each text forward pass (on the inference thread) before the model."""
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
         return self.inner.prepare_image(image)
@@ -92,14 +93,27 @@ class FaultyModel(EmbeddingModel):
     def forward_texts(self, tokens: Any) -> np.ndarray:
         texts, inner = tokens
         self.forwards += 1
-        if STUCK in texts and not self.release.wait(FAILSAFE_S):
-            raise RuntimeError("the test never released the stuck pass")
-        if CRASH in texts:
-            raise SystemExit(3)
+        self.on_texts(texts)
         return self.inner.forward_texts(inner)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         return self.inner.forward_images(pixels)
+
+
+class FaultyModel(HashTextsModel):
+    """A pass holding ``STUCK`` hangs until ``release``; a pass holding ``CRASH`` raises
+    ``SystemExit`` (what a library calling ``sys.exit`` does), which ends its inference
+    thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def on_texts(self, texts: list[str]) -> None:
+        if STUCK in texts and not self.release.wait(FAILSAFE_S):
+            raise RuntimeError("the test never released the stuck pass")
+        if CRASH in texts:
+            raise SystemExit(3)
 
 
 def png_bytes(array: np.ndarray) -> bytes:

@@ -7,31 +7,27 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from clipserve.engine import CachedEngine, Engine
-from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.hashing import HashModel
 from clipserve.server.app import RunningServer
 from clipserve.wire import DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
+from tests.engine.helpers import HashTextsModel
 from tests.waiting import FAILSAFE_S
 
 FAIL = "<inject model failure>"
 
 
-class GatedModel(EmbeddingModel):
+class GatedModel(HashTextsModel):
     """The hash model, made slow by ``delay_s`` per forward pass; a forward waits while
     ``gate`` is closed (``entered`` tells that one has started); fails on ``FAIL``."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
-        self.inner = HashModel()
-        self.name, self.dim, self.backend = "hash", self.inner.dim, "none"
+        super().__init__()
         self.delay_s = delay_s
-        self.forwards = 0
         self.forwarded: list[list[str]] = []  # the texts of each forward pass, in order
         self.gate = threading.Event()
         self.gate.set()
@@ -48,20 +44,11 @@ class GatedModel(EmbeddingModel):
             raise RuntimeError("the test never opened the gate")
         time.sleep(self.delay_s)  # the model's own (simulated) compute time
 
-    def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return self.inner.prepare_image(image)
-
-    def prepare_texts(self, texts: Sequence[str]) -> Any:
-        return list(texts), self.inner.prepare_texts(texts)
-
-    def forward_texts(self, tokens: Any) -> np.ndarray:
-        texts, inner = tokens
-        self.forwards += 1
+    def on_texts(self, texts: list[str]) -> None:
         self.forwarded.append(list(texts))
         self._pass()
         if FAIL in texts:
             raise RuntimeError("injected failure on the marker text")
-        return self.inner.forward_texts(inner)
 
     def forward_images(self, pixels: np.ndarray) -> np.ndarray:
         self._pass()

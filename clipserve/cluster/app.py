@@ -37,6 +37,9 @@ def replica_spec(config: Any, settings: RaySettings) -> ReplicaSpec:
         max_wait_ms=config.max_wait_ms,
         preprocess_workers=config.preprocess_workers,
         max_queue_items=settings.max_ongoing_requests * chunk,
+        max_queue_image_mb=config.max_queue_image_mb,
+        max_decoding_megapixels=config.max_decoding_megapixels,
+        forward_timeout_s=config.forward_timeout_s or None,
     )
 
 

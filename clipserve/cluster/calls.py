@@ -11,19 +11,26 @@ while a lone request is sent at once (no waiting to fill a chunk).
 A call that fails fails every request it carried items of (the caller maps the error:
 ``ServerUnavailableError`` is retryable); its answers land in place, so each request's
 outcomes stay in input order whatever calls they travelled in.
+
+Deadlines: a request whose deadline passes while its inputs wait here fails with
+``DeadlineExceededError`` at that moment, and its unsent inputs are never sent. A call
+carries how long its callers can still use the answer (the latest of their deadlines; none
+when one of them has none), so the replica drops the work it cannot answer in time too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from clipserve.engine.batcher import BatchQueue, Group, Span
-from clipserve.errors import ServerUnavailableError
+from clipserve.errors import DeadlineExceededError, ServerUnavailableError
 
-Send = Callable[[list[Any]], Awaitable[list[Any]]]
+#: ``send(values, timeout_s)``: one call, whose answer is of use for ``timeout_s`` (None: always)
+Send = Callable[[list[Any], float | None], Awaitable[list[Any]]]
 
 
 class CallBatcher:
@@ -67,16 +74,33 @@ class CallBatcher:
                     ServerUnavailableError("the front-end stopped before this request's answer")
                 )
 
-    async def submit(self, values: list[Any]) -> list[Any]:
-        """One outcome per value, in order; raises what a call carrying them raised."""
-        group = Group(values, asyncio.get_running_loop().create_future())
+    async def submit(self, values: list[Any], deadline: float | None = None) -> list[Any]:
+        """One outcome per value, in order; raises what a call carrying them raised, or
+        ``DeadlineExceededError`` once ``deadline`` (``time.monotonic()``) passes."""
+        loop = asyncio.get_running_loop()
+        group = Group(values, loop.create_future(), deadline=deadline)
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            group.timer = loop.call_later(delay, self._expire, group)
         self._queue.put(group)
         self._groups.add(group)
         try:
             return await group.future
         finally:
             self._groups.discard(group)
+            if group.timer is not None:
+                group.timer.cancel()
             group.future.cancel()  # the caller left: its unsent items are skipped
+            self._queue.remove(group)
+
+    def _expire(self, group: Group) -> None:
+        if not group.future.done():
+            group.future.set_exception(
+                DeadlineExceededError(
+                    "the caller's deadline passed before the cluster answered; "
+                    "its unsent inputs were dropped"
+                )
+            )
 
     async def _dispatch(self) -> None:
         while True:
@@ -93,7 +117,7 @@ class CallBatcher:
         try:
             values = [value for span in batch for value in span.inputs()]
             try:
-                outcomes = await self._send(values)
+                outcomes = await self._send(values, _time_left(batch))
             except Exception as exc:
                 for span in batch:
                     if not span.group.future.done():  # each its own instance and traceback
@@ -112,6 +136,14 @@ class CallBatcher:
         finally:
             self._in_flight -= 1
             self._slot_freed.set()
+
+
+def _time_left(batch: list[Span]) -> float | None:
+    """How long the answer of a call carrying ``batch`` is of use to any of its callers."""
+    deadlines = [span.group.deadline for span in batch]
+    if not deadlines or any(deadline is None for deadline in deadlines):
+        return None
+    return max(0.0, max(d for d in deadlines if d is not None) - time.monotonic())
 
 
 def _fresh(exc: Exception) -> Exception:

@@ -13,6 +13,12 @@ succeeded is kept, so each input gets exactly one outcome, in order. While no re
 a waiting call fails after ``unavailable_after_s`` with ``ServerUnavailableError`` (gRPC
 UNAVAILABLE, HTTP 503), which clients retry. The front-end keeps its own bounded queue
 (``max_queue_items`` per modality, the same admission rule as the local engine).
+
+Health and deadlines, as the engine seam asks: ``health`` is the cluster monitor's verdict
+(unhealthy while no replica is reachable); each replica's own engine runs the watchdog, and
+Serve replaces a replica it finds stuck. The request's deadline (``current_deadline()``)
+bounds the wait for room and for a call slot here (``DeadlineExceededError``), and travels
+with each call so the replica drops work nobody can use any more.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from clipserve.cluster.monitor import ClusterMonitor
 from clipserve.cluster.payload import RemoteModel, Value, unpack, values_of
 from clipserve.cluster.settings import EMBEDDER, RaySettings
 from clipserve.engine.admission import Admission
+from clipserve.engine.deadline import check_deadline, current_deadline
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.items import Item
 from clipserve.engine.metrics import Metrics
 from clipserve.errors import ClipServeError, ModelError, ServerUnavailableError
@@ -72,8 +80,7 @@ class RayEngine:
         self.monitor = ClusterMonitor(handle, settings.app, EMBEDDER, settings.monitor_interval_s)
         waiting = metrics.queue_waiting
         self._admission = Admission(
-            MODALITIES,
-            max_queue_items,
+            dict.fromkeys(MODALITIES, max_queue_items),
             max_queue_wait_s,
             on_waiting=lambda modality, items: waiting.labels(modality).set(items),
         )
@@ -99,6 +106,11 @@ class RayEngine:
     @property
     def running(self) -> bool:
         return self._state == "running"
+
+    @property
+    def health(self) -> EngineHealth:
+        """Unhealthy while no replica is reachable (the cluster monitor's verdict)."""
+        return self.monitor.health
 
     @property
     def calls_in_flight(self) -> int:
@@ -148,6 +160,7 @@ class RayEngine:
             "calls_in_flight": self.calls_in_flight,
             "max_calls_in_flight": self._capacity(),
         }
+        described["health"] = self.health.describe()  # as the local engine's describe has it
         return described
 
     # ---- the calls the service makes ----------------------------------------------------
@@ -167,13 +180,15 @@ class RayEngine:
     async def _encode(self, values: list[Value]) -> list[Any]:
         if not values:
             return []
+        deadline = current_deadline()
+        check_deadline(deadline)
         texts = sum(1 for value in values if type(value) is str)
         counts = {"text": texts, "image": len(values) - texts}
-        await self._admission.reserve(counts)
+        await self._admission.reserve(counts, deadline)
         self._idle.clear()
         assert self._batcher is not None
         try:
-            return await self._batcher.submit(values)
+            return await self._batcher.submit(values, deadline)
         finally:
             for modality, count in counts.items():
                 if count:
@@ -181,8 +196,8 @@ class RayEngine:
             if not self._admission.busy:
                 self._idle.set()
 
-    async def _encode_call(self, values: list[Value]) -> list[Any]:
-        return unpack(await self._call("encode", values), len(values))
+    async def _encode_call(self, values: list[Value], timeout_s: float | None) -> list[Any]:
+        return unpack(await self._call("encode", values, timeout_s), len(values))
 
     def _capacity(self) -> int:
         """Calls in flight at most: every replica's ``max_ongoing_requests``."""

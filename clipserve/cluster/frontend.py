@@ -117,6 +117,21 @@ class ClusterServer:
             await self._ray.run(session.close)
         self._ray.close()
 
+    def reload_auth(self) -> tuple[list[str], list[str]]:
+        """SIGHUP: ``ClipServer.reload_auth`` (the tokens file read again)."""
+        return self.server.reload_auth() if self.server else ([], [])
+
+    @property
+    def fatal(self) -> asyncio.Event:
+        """Set when the engine turns unhealthy under ``exit_on_stuck`` (on Ray: no replica
+        reachable); ``clipserve serve`` then exits non-zero. Read after ``start``."""
+        assert self.server is not None, "start the server first"
+        return self.server.fatal
+
+    @property
+    def fatal_reason(self) -> str | None:
+        return self.server.fatal_reason if self.server else None
+
     @property
     def grpc_port(self) -> int | None:
         return self.server.grpc_port if self.server else None

@@ -4,8 +4,9 @@ Every ``interval_s`` the monitor asks the Serve controller for the deployment's 
 (state, node, target count) and every running replica for its engine's metrics (queue depth,
 batch sizes, calls in flight). A replica whose actor a call saw die counts as down at once,
 before the controller notices. The snapshot feeds /health (``describe``), /metrics
-(``collect``, a Prometheus collector) and the front-end's rule for giving up when no replica
-runs at all (``unavailable_for``).
+(``collect``, a Prometheus collector), the front-end's rule for giving up when no replica
+runs at all (``unavailable_for``) and the front-end engine's ``health``: unhealthy once no
+replica has been reachable for two polls (``capacity`` unavailable), healthy again when one is.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.seam import CAPACITY_DEGRADED, CAPACITY_OK, CAPACITY_UNAVAILABLE
 
 log = logging.getLogger("clipserve.cluster")
 RUNNING = "RUNNING"
+_NO_REPLICA = "no-replica"  # the key of the monitor's problem in ``EngineHealth``
 #: the replica engine's metric families re-exposed per replica (``clipserve_replica_*``)
 ENGINE_FAMILIES = frozenset(
     ("clipserve_batch_size", "clipserve_queue_depth", "clipserve_queue_waiting",
@@ -66,6 +69,7 @@ class ClusterMonitor:
         self.deployment = deployment
         self.interval_s = interval_s
         self.snapshot = Snapshot()
+        self.health = EngineHealth()
         self.replica_failures = 0
         self._lost: dict[str, float] = {}  # actor id -> when a call saw it die
         self._last_running = time.monotonic()
@@ -100,6 +104,23 @@ class ClusterMonitor:
     # ---- reading the cluster ------------------------------------------------------------
 
     async def refresh(self) -> None:
+        try:
+            await self._read()
+        finally:
+            self._judge_health()
+
+    def _judge_health(self) -> None:
+        if self.capacity() != CAPACITY_UNAVAILABLE:
+            self.health.clear(_NO_REPLICA)
+            return
+        reason = f" ({self.snapshot.error})" if self.snapshot.error else ""
+        self.health.report(
+            _NO_REPLICA,
+            f"no replica of the Serve app {self.app!r} is reachable "
+            f"({self.running_count()} of {self.snapshot.wanted} running){reason}",
+        )
+
+    async def _read(self) -> None:
         timeout = max(5.0, 2 * self.interval_s)  # a busy controller is slow, not gone
         try:
             details = await asyncio.wait_for(self._details(), timeout)
@@ -154,6 +175,8 @@ class ClusterMonitor:
         """A replica answered a call: the surest sign that one works, whatever the
         controller says (it may be slow to answer on a busy head node)."""
         self._last_running = time.monotonic()
+        if not self.health.ok:
+            self._judge_health()
 
     def unavailable_for(self) -> float:
         """Seconds since a replica was last known to work: the controller reported one

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from clipserve.cluster.payload import Packed, Value, items_of, model_info, pack
 from clipserve.engine import Engine
+from clipserve.engine.deadline import deadline_after, deadline_scope
 from clipserve.engine.metrics import Metrics
 from clipserve.models.runtime import THREADS_ENV
 
@@ -40,6 +41,11 @@ class ReplicaSpec:
     preprocess_workers: int = 2
     #: bounded queue: room for every call the replica may hold (max_ongoing x chunk)
     max_queue_items: int = 4096
+    #: the replica engine's watchdog (None/0: off): a pass running longer makes the replica
+    #: unhealthy, so Serve's health check replaces it and the front-end resends its calls
+    forward_timeout_s: float | None = 300.0
+    max_queue_image_mb: float = 512.0
+    max_decoding_megapixels: float = 48.0
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> ReplicaSpec:
@@ -78,6 +84,9 @@ class EmbedderReplica:
             max_batch_size=s.max_batch_size,
             max_wait_ms=s.max_wait_ms,
             max_queue_items=s.max_queue_items,
+            max_queue_image_mb=s.max_queue_image_mb,
+            max_decoding_megapixels=s.max_decoding_megapixels,
+            forward_timeout_s=s.forward_timeout_s or None,
             preprocess_workers=s.preprocess_workers,
             metrics=self.metrics,
         )
@@ -87,17 +96,22 @@ class EmbedderReplica:
         log.info("clipserve replica %s: %s ready on %s", self.identity["replica"], model.name,
                  self.identity["node_ip"])  # fmt: skip
 
-    async def encode(self, values: list[Value]) -> Packed:
-        """Embed one chunk; every input gets one outcome, in order."""
+    async def encode(self, values: list[Value], timeout_s: float | None = None) -> Packed:
+        """Embed one chunk; every input gets one outcome, in order. ``timeout_s``: the
+        call's callers can use no answer after that long (their deadline, as the front-end
+        counted it): the engine drops the chunk unanswered then (``DeadlineExceededError``)."""
         self.calls_in_flight += 1
         try:
-            if all(type(value) is str for value in values):
-                outcomes = await self.engine.encode_texts(values)  # type: ignore[arg-type]
-            else:
-                outcomes = await self.engine.encode(items_of(values))
+            with deadline_scope(deadline_after(timeout_s)):
+                outcomes = await self._encode(values)
         finally:
             self.calls_in_flight -= 1
         return pack(outcomes)
+
+    async def _encode(self, values: list[Value]) -> list[Any]:
+        if all(type(value) is str for value in values):
+            return await self.engine.encode_texts(values)  # type: ignore[arg-type]
+        return await self.engine.encode(items_of(values))
 
     def info(self) -> dict[str, Any]:
         return {**model_info(self.model), "max_batch_size": self.spec.max_batch_size}
@@ -112,8 +126,12 @@ class EmbedderReplica:
         return {**self.identity, "calls_in_flight": self.calls_in_flight, "families": families}
 
     async def check_health(self) -> None:
+        """Serve's health check: a replica whose engine stopped or is stuck (its watchdog:
+        a forward pass past ``forward_timeout_s``, a dead inference thread) is replaced."""
         if not self.engine.running:
             raise RuntimeError("the replica's engine is not running")
+        if not self.engine.health.ok:
+            raise RuntimeError(f"the replica's engine is unhealthy: {self.engine.health.reason}")
 
     def __del__(self) -> None:
         """Serve calls this once the replica is drained (no call in flight): free the model

@@ -27,6 +27,7 @@ import numpy as np
 
 from clipserve.engine.cache import CacheKeys, EmbeddingCache
 from clipserve.engine.engine import Outcome
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.items import ImageItem, Item, Modality, TextItem
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.errors import InvalidInputError, ServerUnavailableError
@@ -79,6 +80,14 @@ class CachedEngine:
     def stats(self) -> Any:
         return self.engine.stats
 
+    @property
+    def health(self) -> EngineHealth:
+        """The wrapped engine's health (the watchdog's view, or the cluster monitor's)."""
+        return self.engine.health
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.engine.describe())
+
     async def start(self) -> None:
         await self.engine.start()
         self._keys = CacheKeys(self.identity or self.engine.model.identity())
@@ -111,10 +120,6 @@ class CachedEngine:
 
     async def encode_texts(self, texts: Sequence[str]) -> list[Outcome]:
         return await self.encode([TextItem(text) for text in texts])
-
-    def describe(self) -> dict[str, Any]:
-        """The wrapped engine's capacity (the ``EncodingEngine`` seam)."""
-        return dict(self.engine.describe())
 
     def cache_info(self) -> dict[str, Any]:
         """What /health shows about the cache."""

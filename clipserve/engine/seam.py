@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.items import Item
 from clipserve.models.scoring import ScoreRule
 
@@ -38,7 +39,12 @@ class ModelDescription(Protocol):
 
 
 class EncodingEngine(Protocol):
-    """Items in, one outcome each out (an embedding or the ``ClipServeError`` for it)."""
+    """Items in, one outcome each out (an embedding or the ``ClipServeError`` for it).
+
+    Deadlines are not in the signatures: an engine reads ``deadline.current_deadline()``
+    when work is submitted and fails work it can no longer answer in time with
+    ``DeadlineExceededError``, dropping it before it is computed.
+    """
 
     max_batch_size: int
 
@@ -47,6 +53,12 @@ class EncodingEngine(Protocol):
 
     @property
     def running(self) -> bool: ...
+
+    @property
+    def health(self) -> EngineHealth:
+        """Whether the engine can answer at all (the watchdog's verdict locally, the
+        cluster monitor's on Ray); /health, gRPC health and ``--exit-on-stuck`` follow it."""
+        ...
 
     async def start(self) -> None: ...
 

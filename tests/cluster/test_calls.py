@@ -4,12 +4,13 @@ out, no more in flight than the replicas take, every answer back in place."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from clipserve.cluster.calls import CallBatcher
-from clipserve.errors import ServerUnavailableError
+from clipserve.errors import DeadlineExceededError, ServerUnavailableError
 
 pytestmark = pytest.mark.cluster
 
@@ -19,11 +20,13 @@ class Replicas:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.timeouts: list[float | None] = []  # what each call said its answer is good for
         self.release = asyncio.Event()
         self.fail_next = False
 
-    async def send(self, values: list[Any]) -> list[Any]:
+    async def send(self, values: list[Any], timeout_s: float | None) -> list[Any]:
         self.calls.append(list(values))
+        self.timeouts.append(timeout_s)
         await self.release.wait()
         if self.fail_next:
             self.fail_next = False
@@ -88,3 +91,37 @@ async def test_stopping_answers_what_is_left() -> None:
     await batcher.stop()
     with pytest.raises(ServerUnavailableError, match="front-end stopped"):
         await pending
+
+
+async def test_a_deadline_passing_in_the_queue_fails_the_request_and_its_inputs_stay_unsent() -> (
+    None
+):
+    replicas = Replicas()
+    batcher = await started(replicas, chunk=8, capacity=1)
+    busy = asyncio.ensure_future(batcher.submit(["busy"]))  # holds the only call slot
+    await until(lambda: len(replicas.calls) == 1)
+    with pytest.raises(DeadlineExceededError, match="deadline passed"):
+        await batcher.submit(["late"], deadline=time.monotonic() + 0.05)
+    replicas.release.set()
+    assert await busy == ["BUSY"]
+    deadline = time.monotonic() + 60
+    assert await batcher.submit(["next"], deadline) == ["NEXT"]
+    assert replicas.calls == [["busy"], ["next"]]  # "late" never went to a replica
+    left = replicas.timeouts[1]
+    assert replicas.timeouts[0] is None and left is not None and 0 < left <= 60
+    await batcher.stop()
+
+
+async def test_a_call_carries_no_time_limit_when_one_of_its_callers_has_none() -> None:
+    replicas = Replicas()
+    batcher = await started(replicas, chunk=8, capacity=1)
+    busy = asyncio.ensure_future(batcher.submit(["busy"]))
+    await until(lambda: len(replicas.calls) == 1)
+    soon = asyncio.ensure_future(batcher.submit(["a"], time.monotonic() + 60))
+    later = asyncio.ensure_future(batcher.submit(["b"], time.monotonic() + 120))
+    unbounded = asyncio.ensure_future(batcher.submit(["c"]))
+    await asyncio.sleep(0)
+    replicas.release.set()
+    assert [await f for f in (busy, soon, later, unbounded)] == [["BUSY"], ["A"], ["B"], ["C"]]
+    assert replicas.calls[1] == ["a", "b", "c"] and replicas.timeouts[1] is None
+    await batcher.stop()

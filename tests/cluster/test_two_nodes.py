@@ -16,9 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
@@ -314,6 +316,16 @@ def test_no_replica_gives_a_clear_error_not_a_hang(two_nodes: TwoNodes) -> None:
             "/readyz reports no replica",
         )
         assert ready.json()["status"] == "unavailable"
+        # the engine seam's health (the cluster monitor's verdict): every health path, gRPC too
+        live = wait_until(
+            lambda: (r := httpx.get(url + "/healthz")).status_code == 503 and r,
+            "/healthz reports the engine unhealthy",
+        )
+        assert "Serve app 'gone'" in live.json()["reason"]
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            reply = check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def test_losing_a_node_costs_no_request(two_nodes: TwoNodes, spread: Any) -> None:

@@ -6,8 +6,9 @@ Pipeline per modality (texts and images have separate bounded queues)::
 
 A batch loop may have ``replicas + 1`` batches in flight, so preparing batch N+1 overlaps
 the forward pass of batch N. Every item gets exactly one outcome: an embedding, or the
-``ClipServeError`` that explains why not (a bad image fails only itself; a failed forward
-fails its whole batch with ``ModelError``). Outcomes are returned, never raised, so the
+``ClipServeError`` that explains why not (a bad image fails only itself, also when only the
+model finds it bad: ``PartialBatchError``; a failed forward fails its whole batch with
+``ModelError``). Outcomes are returned, never raised, so the
 caller can answer per document.
 """
 
@@ -34,7 +35,7 @@ from clipserve.errors import (
     ModelError,
     ServerUnavailableError,
 )
-from clipserve.models.base import EmbeddingModel
+from clipserve.models.base import EmbeddingModel, PartialBatchError
 from clipserve.models.runtime import available_cpus
 
 #: what ``Engine`` accepts as its model: one model, one per replica, or a factory
@@ -348,12 +349,17 @@ class Engine:
             if not live:
                 return
             count = sum(len(span) for span in live)
-            embeddings = await self._forward(modality, inputs, count)
+            embeddings, failures = await self._forward(modality, inputs, count)
             offset = 0
             for span in live:
                 rows = embeddings[offset : offset + len(span)]
+                if any(offset + index in failures for index in range(len(span))):
+                    for index, row in enumerate(rows):  # one outcome each, in place
+                        single = Span(span.group, span.start + index, span.start + index + 1)
+                        self._deliver(modality, single, [failures.get(offset + index, row)])
+                else:
+                    self._deliver(modality, span, list(rows))
                 offset += len(span)
-                self._deliver(modality, span, list(rows))
         except ClipServeError as exc:
             for span in live:
                 self._fail_unanswered(modality, span, exc)
@@ -378,7 +384,7 @@ class Engine:
         except Exception as exc:
             raise ModelError(f"text preprocessing failed: {_describe(exc)}") from exc
 
-    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], np.ndarray | None]:
+    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], Any]:
         loop = asyncio.get_running_loop()
         prepare = self._timed(self.model.prepare_image, self._prepare_cpu["image"])
         singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
@@ -400,10 +406,7 @@ class Engine:
                 arrays.append(result)
         if not live:
             return live, None
-        try:
-            return live, np.stack(arrays)
-        except ValueError as exc:
-            raise ModelError(f"preprocessed images differ in shape: {exc}") from exc
+        return live, self.model.collate_images(arrays)
 
     @staticmethod
     def _timed(prepare: Callable[[Any], Any], cpu_seconds: Any) -> Callable[[Any], Any]:
@@ -418,7 +421,10 @@ class Engine:
 
         return timed
 
-    async def _forward(self, modality: Modality, inputs: Any, count: int) -> np.ndarray:
+    async def _forward(
+        self, modality: Modality, inputs: Any, count: int
+    ) -> tuple[np.ndarray, dict[int, ClipServeError]]:
+        """The batch's embeddings, and the inputs that failed alone inside the model."""
         assert self._free is not None
         replica = await self._free.get()
         forward = (
@@ -426,8 +432,11 @@ class Engine:
         )
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        failures: dict[int, ClipServeError] = {}
         try:
             output = await loop.run_in_executor(replica.thread, forward, inputs)
+        except PartialBatchError as partial:
+            output, failures = partial.embeddings, dict(partial.failures)
         finally:
             self._free.put_nowait(replica)
         self.metrics.forward_latency.labels(modality).observe(time.perf_counter() - started)
@@ -439,7 +448,7 @@ class Engine:
             raise ModelError(
                 f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
             )
-        return embeddings
+        return embeddings, failures
 
 
 def _outcome_label(outcome: Outcome) -> str:

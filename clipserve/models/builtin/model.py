@@ -97,7 +97,8 @@ class BuiltinModel(EmbeddingModel):
             raise ValueError(f"the built-in model runs on {device!r} with backend 'torch' only")
         self.backend = backend
         self.precision = precision
-        self.dtype = torch_dtype(precision, self.device)
+        # the onnx backend's torch parts (class table, ConSE) stay float32
+        self.dtype = torch.float32 if backend == "onnx" else torch_dtype(precision, self.device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         started = time.perf_counter()
         with _quiet_transformers():

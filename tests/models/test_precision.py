@@ -110,7 +110,7 @@ def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:
         load_model(str(tiny_dir), precision="int8")
     with pytest.raises(ValueError, match="int8.*'cpu' only"):
         load_model(str(tiny_dir), backend="onnx", device="cuda", precision="int8")
-    with pytest.raises(ValueError, match="precision must be one of float, bf16, int8"):
+    with pytest.raises(ValueError, match="precision must be one of float, fp32, fp16, bf16, int8"):
         load_model(str(tiny_dir), backend="onnx", precision="fp8")
     with pytest.raises(ValueError, match="int8 needs backend onnx"):
         ServerConfig(precision="int8")

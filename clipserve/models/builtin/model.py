@@ -87,7 +87,10 @@ class BuiltinModel(EmbeddingModel):
     ) -> None:
         check_precision(precision, backend, device)
         if precision == BF16:
-            raise ValueError("the built-in model runs in precision 'float' or 'int8', not 'bf16'")
+            raise ValueError(
+                "the built-in model runs in precision 'float', 'fp32', 'fp16' (CUDA) or "
+                "'int8', not 'bf16'"
+            )
         if backend not in BACKENDS:
             raise ValueError(
                 f"the built-in model supports backends {', '.join(BACKENDS)}, not {backend!r}"

@@ -24,6 +24,7 @@ import datetime
 import os
 import platform
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -56,12 +57,18 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS, 10)) + f" {index}" for index in range(count)]
 
 
-def photo_set(megapixels: float, count: int, bases: int) -> list[bytes]:
-    """``count`` distinct JPEG files from ``bases`` packaged photos scaled to the size."""
+def photo_set(megapixels: float, count: int, bases: int, folder: Path) -> list[str]:
+    """Paths of ``count`` distinct JPEG files (what the Python client sends, like
+    clip-client) from ``bases`` packaged photos scaled to the size, in ``folder``."""
     originals = source_photos()
     made = [encode(upscaled(originals[i % len(originals)][1], megapixels, seed=i))
             for i in range(bases)]  # fmt: skip
-    return [with_comment(made[i % bases], f"bench-{megapixels}-{i}") for i in range(count)]
+    paths = []
+    for index in range(count):
+        path = folder / f"photo-{megapixels}-{index}.jpg"
+        path.write_bytes(with_comment(made[index % bases], f"bench-{megapixels}-{index}"))
+        paths.append(str(path))
+    return paths
 
 
 def timed(work, seconds: float) -> float:  # type: ignore[no-untyped-def]
@@ -74,9 +81,10 @@ def timed(work, seconds: float) -> float:  # type: ignore[no-untyped-def]
     return calls / (time.perf_counter() - started)
 
 
-def model_only(args: argparse.Namespace, name: str, photos: list[bytes]) -> list[dict]:
+def model_only(args: argparse.Namespace, name: str, photos: list[str]) -> list[dict]:
     model = load_model(name, device=args.device, precision=args.precision)
-    prepared = [model.prepare_image(photo) for photo in photos[: max(args.batches)]]
+    files = photos[: max(args.batches)]
+    prepared = [model.prepare_image(Path(photo).read_bytes()) for photo in files]
     rows = []
     for batch in args.batches:
         pixels = model.collate_images([prepared[i % len(prepared)] for i in range(batch)])
@@ -115,12 +123,14 @@ def served_rate(port: int, items: list, batch: int, streams: int) -> float:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    for client in clients:
+        client.close()
     if errors:
         raise errors[0]
     return len(items) / elapsed
 
 
-def served(args: argparse.Namespace, small: list[bytes], big: list[bytes]) -> list[dict]:
+def served(args: argparse.Namespace, small: list[str], big: list[str]) -> list[dict]:
     rows = []
     for mode in args.gpu_decode:
         flags = ["--model", "ViT-B-32::random", "--device", args.device, "--precision",
@@ -209,10 +219,11 @@ def main() -> None:
         args.small_count, args.big_count, args.bases, args.texts = 2048, 512, 8, 8192
         args.serve_batch, args.client_batch, args.streams = 128, 64, 8
     args.gpu_decode = ["auto", "on", "off"]
-    small = photo_set(0.2, args.small_count, args.bases)
-    big = photo_set(12.0, args.big_count, args.bases)
-    models = [row for name in args.models for row in model_only(args, name, small)]
-    serving = served(args, small, big)
+    with tempfile.TemporaryDirectory() as folder:
+        small = photo_set(0.2, args.small_count, args.bases, Path(folder))
+        big = photo_set(12.0, args.big_count, args.bases, Path(folder))
+        models = [row for name in args.models for row in model_only(args, name, small)]
+        serving = served(args, small, big)
     text = table(args, models, serving)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ take minutes). scripts/test.sh installs qemu-user when it runs as root.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -49,6 +50,11 @@ def qemu_version(qemu: str) -> tuple[int, ...]:
     except (OSError, IndexError, ValueError, subprocess.SubprocessError):
         return ()
 
+
+if QEMU is None and os.environ.get("CLIPSERVE_REQUIRE_QEMU") == "1":
+    # scripts/test.sh sets it where it could install qemu-user: a CI run must not pass
+    # without the AVX2 int8 checks just because the install failed quietly
+    pytest.fail("CLIPSERVE_REQUIRE_QEMU=1 but qemu-x86_64 is missing", pytrace=False)
 
 pytestmark = [
     pytest.mark.skipif(

@@ -121,3 +121,13 @@ def test_gpu_decode_without_nvjpeg_falls_back_to_the_cpu_decode(caplog, mode, le
     with pytest.raises(ModelUnavailableError, match="--gpu-decode off") as caught:
         nvjpeg_decoder(torch.device("cuda", 0))
     assert "torchvision" in str(caught.value) or "nvJPEG" in str(caught.value)
+
+
+def test_cuda_graph_buckets_pad_up_and_cpu_batches_run_eagerly() -> None:
+    from clipserve.models.accel.graphs import GraphedTower
+
+    tower = GraphedTower(lambda batch: batch * 2)
+    assert [tower.bucket_of(n) for n in (1, 3, 17, 100, 1024)] == [1, 4, 24, 128, 1024]
+    assert tower.bucket_of(1025) is None  # above the largest bucket: eager
+    assert torch.equal(tower(torch.ones(3, 2)), torch.full((3, 2), 2.0))
+    assert tower.captured == []  # nothing is captured off CUDA

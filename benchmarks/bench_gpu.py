@@ -211,8 +211,8 @@ def main() -> None:
     args.precision = args.precision or ("float" if args.device == "cpu" else "fp16")
     if args.quick:
         args.models, args.batches, args.seconds = ["ViT-B-32::random"], [2, 4], 0.5
-        args.small_count, args.big_count, args.bases, args.texts = 16, 4, 2, 16
-        args.serve_batch, args.client_batch, args.streams = 4, 4, 2
+        args.small_count, args.big_count, args.bases, args.texts = 8, 2, 2, 8
+        args.serve_batch, args.client_batch, args.streams = 4, 2, 2
     else:
         args.models, args.batches, args.seconds = ["ViT-B-32::random", "ViT-L-14::random"], [
             32, 128, 512], 3.0  # fmt: skip

@@ -191,10 +191,10 @@ class TorchDualEncoder(EmbeddingModel):
         self._graphed = GraphedTower(self._image_tower) if graphs else None
 
     def numerics(self) -> str:
-        """The device's dtype where it is not float32, and the GPU decode's route."""
-        parts = (
-            [] if self.dtype == torch.float32 else [f"{self.device.type}-{dtype_name(self.dtype)}"]
-        )
+        """Off the CPU: the device and dtype, and the GPU decode's route (on the CPU the
+        precision already says it all, so CPU cache keys stay as they were)."""
+        on_cpu = self.device.type == "cpu"
+        parts = [] if on_cpu else [f"{self.device.type}-{dtype_name(self.dtype)}"]
         if self._on_device is not None and self._on_device.route.enabled:
             parts.append(self._on_device.route.describe())
         return "-".join(parts)

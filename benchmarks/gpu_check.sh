@@ -12,7 +12,7 @@
 #       bash benchmarks/gpu_check.sh --device cpu --quick
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/.gpu-check-out}
+OUT=${OUT:-/tmp/clipserve-gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 PY=${PYTHON:-python3}

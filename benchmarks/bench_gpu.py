@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_photos import with_comment  # noqa: E402
+from bench_photos import cpu_kind, with_comment  # noqa: E402
 
 from clipserve import Client  # noqa: E402
 from clipserve.models.registry import load_model  # noqa: E402
@@ -148,12 +147,17 @@ def served(args: argparse.Namespace, small: list[str], big: list[str]) -> list[d
     return rows
 
 
+def rate(value: float) -> str:
+    """A rate for the table: whole numbers, tenths below 100 (a CPU dry run's figures)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def verdict(value: float, target: float) -> str:
     return f"{'met' if value >= target else 'NOT met'} (target >= {target:g})"
 
 
 def table(args: argparse.Namespace, models: list[dict], serving: list[dict]) -> str:
-    machine = gpu_name() if args.device.startswith("cuda") else f"{platform.processor()} CPU"
+    machine = gpu_name() if args.device.startswith("cuda") else cpu_kind()
     dry = " (quick dry run: CPU figures, not records)" if args.quick else ""
     lines = [
         f"## GPU check: {machine}, {datetime.date.today()}, device {args.device}, "
@@ -165,13 +169,15 @@ def table(args: argparse.Namespace, models: list[dict], serving: list[dict]) -> 
         "| model only | batch | images/s | texts/s |",
         "| --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| {r['model']} | {r['batch']} | {r['images']:.0f} | {r['texts']:.0f} |"
+    lines += [f"| {r['model']} | {r['batch']} | {rate(r['images'])} | {rate(r['texts'])} |"
               for r in models]  # fmt: skip
     lines += ["", "| served ViT-B-32, gpu-decode | 0.2 MP images/s | 12 MP images/s | "
               "texts/s |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for row in serving:
-        texts = f"{row['texts']:.0f}" if "texts" in row else ""
-        lines.append(f"| {row['gpu_decode']} | {row['small']:.0f} | {row['big']:.0f} | {texts} |")
+        texts = rate(row["texts"]) if "texts" in row else ""
+        lines.append(
+            f"| {row['gpu_decode']} | {rate(row['small'])} | {rate(row['big'])} | {texts} |"
+        )
     b32 = [r for r in models if r["model"] == "ViT-B-32::random"]
     at_128 = max(b32, key=lambda r: (r["batch"] == 128, r["batch"]))
     at_serve = min(b32, key=lambda r: abs(r["batch"] - args.serve_batch))
@@ -184,13 +190,13 @@ def table(args: argparse.Namespace, models: list[dict], serving: list[dict]) -> 
         "| --- | ---: | --- |",
         f"| ViT-B/32 images, model only, batch {at_128['batch']} | {at_128['images']:.0f}/s "
         f"| {verdict(at_128['images'], TARGET_B32_IMAGES)} |",
-        f"| 12 MP JPEGs served (best gpu-decode) | {best_big:.0f}/s | "
+        f"| 12 MP JPEGs served (best gpu-decode) | {rate(best_big)}/s | "
         f"{verdict(best_big, TARGET_12MP_SERVED)} |",
         f"| served / model only, 0.2 MP (model at batch {at_serve['batch']}) | "
         f"{best_small / at_serve['images']:.2f} | "
         f"{verdict(best_small / at_serve['images'], TARGET_SERVED_RATIO)} |",
-        f"| texts served (12 tokens) vs CLIP-as-service | {texts:.0f}/s | "
-        f"{texts / ANCHOR_TEXTS:.2f}x its {ANCHOR_TEXTS:g}/s |",
+        f"| texts served (12 tokens) vs CLIP-as-service | {rate(texts)}/s | "
+        f"{texts / ANCHOR_TEXTS:.3f}x its {ANCHOR_TEXTS:g}/s |",
     ]
     return "\n".join(lines) + "\n"
 

@@ -188,7 +188,7 @@ def table(args: argparse.Namespace, models: list[dict], serving: list[dict]) -> 
         "",
         "| target | measured | verdict |",
         "| --- | ---: | --- |",
-        f"| ViT-B/32 images, model only, batch {at_128['batch']} | {at_128['images']:.0f}/s "
+        f"| ViT-B/32 images, model only, batch {at_128['batch']} | {rate(at_128['images'])}/s "
         f"| {verdict(at_128['images'], TARGET_B32_IMAGES)} |",
         f"| 12 MP JPEGs served (best gpu-decode) | {rate(best_big)}/s | "
         f"{verdict(best_big, TARGET_12MP_SERVED)} |",

@@ -38,7 +38,8 @@ from clipserve import Client  # noqa: E402
 from clipserve.errors import ClipServeError  # noqa: E402
 from clipserve.models.hashing import HashModel  # noqa: E402
 from clipserve.server.app import loopback_config, running_server  # noqa: E402
-from clipserve.server.uri_fetch import UriPolicy, fetch_uri  # noqa: E402
+from clipserve.server.uri_fetch import fetch_uri  # noqa: E402
+from clipserve.server.uri_policy import UriPolicy  # noqa: E402
 from tests.server_process import HashServerProcess  # noqa: E402
 
 SCHEMES = ("grpc", "http", "ws")

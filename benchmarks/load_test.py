@@ -9,12 +9,18 @@ between clients or documents counts as an error. Server RSS is sampled every sec
 /proc/<pid>/status. Prints one table; exits 1 on any error.
 
     python benchmarks/load_test.py [--seconds 60] [--warmup 10] [--clients 64] [--model builtin]
+                                   [--photo-megapixels 12]
+
+``--photo-megapixels 12`` sends the photos as 12 MP JPEGs instead of small ones: each real
+photo scaled up to 12 MP with a little noise added (so the files are 2-4 MB, like a
+camera's, not the few hundred KB a smooth upscale compresses to), quality 90.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import random
@@ -54,18 +60,27 @@ REQUEST_TIMEOUT_S = 120.0
 TOLERANCE = 1e-3  # unit vectors: a mixed-up embedding is off by far more
 
 
-def photos(max_side: int = 320) -> dict[str, bytes]:
-    """Real photos (scikit-image, scikit-learn) as JPEG files of moderate size."""
+def photos(max_side: int = 320, megapixels: float | None = None) -> dict[str, bytes]:
+    """Real photos (scikit-image, scikit-learn) as JPEG files of moderate size, or scaled
+    up to ``megapixels`` (with light noise, so they compress like camera photos)."""
     from skimage import data
     from sklearn.datasets import load_sample_images
 
     china, flower = load_sample_images().images
     arrays = {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee(),
               "china": china, "flower": flower}  # fmt: skip
+    noise = np.random.default_rng(0)
     out = {}
     for name, array in arrays.items():
         image = Image.fromarray(array)
-        image.thumbnail((max_side, max_side))
+        if megapixels:
+            scale = (megapixels * 1e6 / (image.width * image.height)) ** 0.5
+            size = (round(image.width * scale), round(image.height * scale))
+            big = np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
+            big += noise.normal(0, 4, big.shape).astype(np.int16)
+            image = Image.fromarray(np.clip(big, 0, 255).astype(np.uint8))
+        else:
+            image.thumbnail((max_side, max_side))
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=90)
         out[name] = buffer.getvalue()
@@ -78,9 +93,10 @@ class Inputs:
     reference: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def build_inputs() -> Inputs:
+def build_inputs(megapixels: float | None = None) -> Inputs:
     docs = {f"text:{t}": DocumentProto(text=t) for t in SENTENCES}
-    docs.update({f"image:{n}": DocumentProto(blob=b) for n, b in photos().items()})
+    for name, blob in photos(megapixels=megapixels).items():
+        docs[f"image:{name}"] = DocumentProto(blob=blob)
     return Inputs(docs)
 
 
@@ -101,12 +117,15 @@ class Server:
             self.stop()
             raise SystemExit(f"the server did not start: {exc}") from None
 
-    def rss_mib(self) -> float:
+    def rss_mib(self, field: str = "VmRSS") -> float:
         with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
+
+    def peak_mib(self) -> float:
+        return self.rss_mib("VmHWM")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -280,12 +299,27 @@ async def client_loop(
 
 
 async def sample_rss(
-    server: Server, window: tuple[float, float], samples: list[tuple[float, float]]
+    server: Server,
+    window: tuple[float, float],
+    samples: list[tuple[float, float]],
+    decoding: list[float],
 ) -> None:
+    """RSS every second; also the server's decoded pixels in flight, from /metrics."""
     await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
-    while time.monotonic() < window[1]:
-        samples.append((time.monotonic(), server.rss_mib()))
-        await asyncio.sleep(1.0)
+    url = f"http://127.0.0.1:{server.ports['http']}/metrics"
+    async with httpx.AsyncClient(timeout=10) as http:
+        while time.monotonic() < window[1]:
+            samples.append((time.monotonic(), server.rss_mib()))
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                decoding.append(_gauge((await http.get(url)).text, "clipserve_decoding_pixels"))
+            await asyncio.sleep(1.0)
+
+
+def _gauge(exposition: str, name: str) -> float:
+    for line in exposition.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise ValueError(name)
 
 
 def _rss_summary(samples: list[float]) -> str:
@@ -301,6 +335,7 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
     await take_references(inputs, server.ports)
     stats = Stats()
     rss: list[tuple[float, float]] = []
+    decoding: list[float] = []
     started = time.monotonic() + args.warmup
     deadline = started + args.seconds
     window = (started, deadline)
@@ -309,7 +344,7 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
         for n in range(args.clients)
     ]
     await asyncio.wait_for(
-        asyncio.gather(sample_rss(server, window, rss), *clients),
+        asyncio.gather(sample_rss(server, window, rss, decoding), *clients),
         timeout=args.warmup + args.seconds + REQUEST_TIMEOUT_S + 30,
     )
     elapsed = max(stats.latencies)[0] - started if stats.latencies else args.seconds
@@ -333,8 +368,15 @@ async def run(args: argparse.Namespace, server: Server, inputs: Inputs) -> int:
         ("server RSS growth (mean last - mean first)",
          f"{statistics.fmean(last) - statistics.fmean(first):+.0f} MiB"),
         ("server RSS every 10 s", " ".join(f"{mib:.0f}" for _, mib in rss[::10]) + " MiB"),
+        ("server RSS peak (VmHWM)", f"{server.peak_mib():.0f} MiB"),
+        ("decoded pixels in flight, max of 1 s samples",
+         f"{max(decoding, default=0) / 1e6:.1f} MP"),
         ("load average 1/5 min at the end", "{:.2f} / {:.2f}".format(*os.getloadavg()[:2])),
     ]  # fmt: skip
+    sizes = [len(doc.blob) / 2**20 for doc in inputs.docs.values() if doc.blob]
+    photo = f"{args.photo_megapixels:g} MP" if args.photo_megapixels else "up to 320 px"
+    rows.insert(1, ("photos", f"{len(sizes)} JPEGs, {photo}, "
+                              f"{min(sizes):.2f}-{max(sizes):.2f} MiB each"))  # fmt: skip
     print(f"\nload test: model {args.model}, {os.cpu_count()} CPUs, loopback")
     print("| metric | value |\n|---|---|")
     for name, value in rows:
@@ -350,10 +392,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds not counted")
     parser.add_argument("--model", default="builtin")
+    parser.add_argument("--photo-megapixels", type=float, default=None,
+                        help="send the photos as JPEGs of this many MP (e.g. 12)")  # fmt: skip
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for clipserve serve (repeatable)")  # fmt: skip
     args = parser.parse_args()
-    inputs = build_inputs()
+    inputs = build_inputs(args.photo_megapixels)
     with tempfile.TemporaryDirectory() as folder:
         server = Server(args.model, Path(folder), args.server_arg)
         try:

@@ -10,6 +10,7 @@ from clipserve.errors import (
     ModelUnavailableError,
     OverloadedError,
     PartialFailureError,
+    RateLimitedError,
     RemoteError,
     ServerUnavailableError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "ModelUnavailableError",
     "OverloadedError",
     "PartialFailureError",
+    "RateLimitedError",
     "RemoteError",
     "ServerUnavailableError",
     "__version__",

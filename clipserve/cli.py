@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clipserve import __version__
-from clipserve.cli_flags import DEFAULTS, build_parser
+from clipserve.cli_flags import DEFAULTS, EXIT_STUCK, build_parser
 from clipserve.cli_options import from_environment
 from clipserve.errors import ClipServeError
 from clipserve.extras import missing
@@ -43,8 +44,10 @@ def config_from_args(
     if "max_docs_per_request" in values:
         values["limits"] = {"max_docs_per_request": values.pop("max_docs_per_request")}
     uri_policy: dict[str, Any] = {}
-    if values.pop("fetch_uris", False):
-        uri_policy["enabled"] = True
+    if "fetch_uris" in values:
+        uri_policy["enabled"] = values.pop("fetch_uris")
+    if values.pop("uri_allow_private", False):
+        uri_policy["allow_private"] = True
     if "uri_allowed_hosts" in values:
         hosts = values.pop("uri_allowed_hosts").split(",")
         uri_policy["allowed_hosts"] = tuple(h.strip() for h in hosts if h.strip())
@@ -75,6 +78,8 @@ async def _serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if config.auth_tokens_file:
+        loop.add_signal_handler(signal.SIGHUP, _reload_tokens, server)
     log.info("clipserve %s: loading model %s", __version__, config.model)
     _log_cpu(config)
     starting = asyncio.ensure_future(server.start())
@@ -88,11 +93,27 @@ async def _serve(config: ServerConfig) -> int:
         return 0
     starting.result()  # start-up failed: raise its error
     log.info("clipserve: ready")
-    await stopping
+    fatal = asyncio.ensure_future(server.fatal.wait())
+    await asyncio.wait({stopping, fatal}, return_when=asyncio.FIRST_COMPLETED)
+    if fatal.done():  # --exit-on-stuck: stop taking work, then exit non-zero at once
+        log.error("clipserve: unhealthy (%s); exiting with status %d (--exit-on-stuck)",
+                  server.fatal_reason, EXIT_STUCK)  # fmt: skip
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(server.stop(), config.shutdown_grace_s + 5)
+        return EXIT_STUCK
+    fatal.cancel()
     log.info("clipserve: shutting down, draining in-flight requests")
     await server.stop()
     log.info("clipserve: stopped")
     return 0
+
+
+def _reload_tokens(server: Any) -> None:
+    """SIGHUP: read the tokens file again; a bad file keeps the old tokens."""
+    try:
+        server.reload_auth()
+    except ValueError as exc:
+        log.error("clipserve: auth tokens NOT reloaded, the old ones stay: %s", exc)
 
 
 def _serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -102,12 +123,18 @@ def _serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.exit(2, f"clipserve: error: {exc}\n")
     logs.configure(config.log_level, config.log_format, config.access_log)
     try:
-        return asyncio.run(_serve(config))
+        code = asyncio.run(_serve(config))
     except KeyboardInterrupt:
         return 0
     except (ClipServeError, ValueError, OSError) as exc:
         print(f"clipserve: error: {exc}", file=sys.stderr)
         return 1
+    if code == EXIT_STUCK:  # a stuck pass cannot be interrupted: do not wait for its thread
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _log_cpu(config: ServerConfig) -> None:

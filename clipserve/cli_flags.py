@@ -23,12 +23,15 @@ from clipserve.server.config import (
     ServerConfig,
 )
 from clipserve.server.limits import Limits
+from clipserve.server.uri_policy import UriPolicy
 
 DEFAULTS = ServerConfig()
+#: exit status of ``serve --exit-on-stuck`` when the engine turned unhealthy (EX_SOFTWARE)
+EXIT_STUCK = 70
 SERVE_EPILOG = f"""\
 environment:
   Every flag can also be set as CLIPSERVE_ + the flag in capitals, dashes as underscores:
-  --max-batch-size 64 is CLIPSERVE_MAX_BATCH_SIZE=64, --fetch-uris is CLIPSERVE_FETCH_URIS=1
+  --max-batch-size 64 is CLIPSERVE_MAX_BATCH_SIZE=64, --no-fetch-uris is CLIPSERVE_FETCH_URIS=0
   (switches take 1/0, true/false, yes/no, on/off), --config FILE is CLIPSERVE_CONFIG=FILE.
   Precedence: defaults < --config YAML < CLIPSERVE_* variables < flags.
   ${AUTH_TOKEN_ENV} keeps the token out of process listings. Exception: CLIPSERVE_CACHE_DIR
@@ -149,6 +152,11 @@ def _security_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--auth-token", metavar="TOKEN", help=f"token clients must send (better: ${AUTH_TOKEN_ENV})"
     )
+    g.add_argument(
+        "--auth-tokens-file",
+        help="YAML/JSON map of tenant name -> token (or 'sha256:<hex>', or a mapping with a "
+        "rate limit); reloaded on SIGHUP (docs/reliability.md#tokens-per-tenant)",
+    )
     _pair(g, "health", "/health, /readyz and the gRPC health service", DEFAULTS.open_health)
     _pair(g, "metrics", "/metrics", DEFAULTS.open_metrics)
 
@@ -162,13 +170,18 @@ def _limit_flags(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument(
         "--fetch-uris",
-        action="store_true",
-        help="let the server fetch http(s) image URIs (default: never; data: URIs always work)",
+        action=argparse.BooleanOptionalAction,
+        help="fetch the public http(s) image URLs documents name (data: URIs always work)",
     )
     g.add_argument(
         "--uri-allowed-hosts",
-        help="with --fetch-uris: comma-separated hosts, '*.example.com' for subdomains "
-        "(default: any public host)",
+        help="fetch URIs only from these comma-separated hosts, '*.example.com' for subdomains",
+    )
+    g.add_argument(
+        "--uri-allow-private",
+        action="store_true",
+        help="also fetch from loopback, private and link-local addresses (an image store on "
+        "10.x, say); cloud metadata addresses stay refused",
     )
 
 
@@ -183,6 +196,31 @@ def _engine_flags(g: argparse._ArgumentGroup) -> None:
         type=float,
         help="how long a request waits for room in a full queue before it is refused (0: "
         "refuse at once)",
+    )
+    g.add_argument(
+        "--max-queue-image-mb",
+        type=float,
+        help="MiB of images (encoded files, tensors) admitted and unanswered; bounds memory "
+        "under big photos",
+    )
+    g.add_argument(
+        "--max-decoding-megapixels",
+        type=float,
+        metavar="MEGAPIXELS",
+        help="decoded image pixels (millions) the preprocessing threads hold at once; one "
+        "larger image still decodes, alone",
+    )
+    g.add_argument(
+        "--forward-timeout-s",
+        type=float,
+        help="a forward pass running longer makes the server unhealthy (503 / gRPC "
+        "NOT_SERVING, calls fail fast) until it returns (0: no watchdog)",
+    )
+    g.add_argument(
+        "--exit-on-stuck",
+        action="store_true",
+        help=f"exit with status {EXIT_STUCK} when the server turns unhealthy (a stuck pass, "
+        "a dead inference thread), for a supervisor to restart it",
     )
     g.add_argument("--replicas", type=int, help="inference threads (model copies)")
     g.add_argument(
@@ -246,6 +284,10 @@ def serve_defaults() -> dict[str, Any | Callable[[], Any]]:
         field.name: getattr(DEFAULTS, field.name) for field in dataclasses.fields(ServerConfig)
     }
     values["max_docs_per_request"] = Limits().max_docs_per_request
+    uri_policy = UriPolicy()
+    values["fetch_uris"] = uri_policy.enabled
+    values["uri_allow_private"] = uri_policy.allow_private
+    values["uri_allowed_hosts"] = ",".join(uri_policy.allowed_hosts) or "any public host"
     values["cache_dir"] = _cache_default
     values["config_file"] = "none"
     return values

@@ -5,12 +5,15 @@
      │    └── InputRefusedError                 well-formed but not allowed (SSRF, size limits)
      ├── AuthenticationError                    missing or wrong credential
      ├── OverloadedError                        queues are full; retry later
+     │    └── RateLimitedError                  a tenant's rate limit; retry after a hint
      ├── ModelError                             the model failed on a batch
      │    └── ModelUnavailableError             weights cannot be found or loaded
      ├── RemoteError                            the server reported a failure (client side)
      │    └── PartialFailureError               some documents failed, others have results
      ├── ServerUnavailableError (ConnectionError) cannot reach the server / it went away
+     │    └── EngineUnhealthyError              a forward pass is stuck / an inference thread died
      ├── ClientTimeoutError (TimeoutError)      no answer within the configured timeout
+     │    └── DeadlineExceededError             the caller's deadline passed; work dropped
      └── MissingDependencyError (ImportError)   an optional extra is not installed
 
 Front-ends translate these to gRPC codes, HTTP statuses and WebSocket close codes in
@@ -46,7 +49,17 @@ class AuthenticationError(ClipServeError):
 
 
 class OverloadedError(ClipServeError):
-    """The server's queues are full; the request was refused, not queued."""
+    """The server's queues are full; the request was refused, not queued.
+
+    ``retry_after`` (seconds), when known, is how long to wait before trying again."""
+
+    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(OverloadedError):
+    """A tenant's rate limit refused the request; ``retry_after`` says when it fits."""
 
 
 class ModelError(ClipServeError):
@@ -77,8 +90,17 @@ class ServerUnavailableError(ClipServeError, ConnectionError):
     """The server cannot be reached, or the connection broke."""
 
 
+class EngineUnhealthyError(ServerUnavailableError):
+    """The engine cannot answer: a forward pass exceeded its time limit, or an inference
+    thread died. The server reports not ready until it recovers."""
+
+
 class ClientTimeoutError(ClipServeError, TimeoutError):
     """The server did not answer within the configured timeout."""
+
+
+class DeadlineExceededError(ClientTimeoutError):
+    """The caller's deadline passed before the work was computed; the server dropped it."""
 
 
 class MissingDependencyError(ClipServeError, ImportError):

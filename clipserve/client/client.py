@@ -140,6 +140,7 @@ class Client:
             verify=verify,
             prefetch=prefetch,
             http_format=http_format,
+            request_timeout=timeout,
         )
         self._transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
             weakref.WeakKeyDictionary()
@@ -323,6 +324,9 @@ class Client:
 
     async def _roundtrip(self, request: DataRequestProto) -> DataRequestProto | None:
         """Send one request on its own stream; the first reply, if any."""
+        from clipserve.client.core import set_request_timeout
+
+        set_request_timeout(request, self.timeout)
         async with contextlib.aclosing(self._transport().stream(_once(request))) as replies:
             return await anext(replies, None)
 

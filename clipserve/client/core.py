@@ -12,6 +12,7 @@ matched to their batch by ``request_id`` and to their input by document id.
 from __future__ import annotations
 
 import itertools
+import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -226,6 +227,13 @@ def next_batch(job: Job, index: int, start: int) -> Batch | None:
         ids.append(doc.id)
     nested_ids = frozenset(_nested_ids(docs)) if job.selector else frozenset()
     return Batch(index, request, originals, ids, pending, nested_ids)
+
+
+def set_request_timeout(request: DataRequestProto, seconds: float | None) -> None:
+    """Tell the server the request's deadline: ``header.timeout``, in milliseconds from its
+    arrival (jina's field); the server drops the request once it has passed."""
+    if seconds is not None:
+        request.header.timeout = min(math.ceil(seconds * 1000), 2**32 - 1)
 
 
 def _nested_ids(docs: Iterable[DocumentProto]) -> Iterator[str]:

@@ -9,6 +9,7 @@ from clipserve.errors import (
     ClipServeError,
     InvalidInputError,
     OverloadedError,
+    RateLimitedError,
     RemoteError,
     ServerUnavailableError,
 )
@@ -53,8 +54,11 @@ _WS_CLOSE: dict[int, type[ClipServeError]] = {
 }
 _BY_NAME: dict[str, type[ClipServeError]] = {
     "OverloadedError": OverloadedError,
+    "RateLimitedError": RateLimitedError,
     "AuthenticationError": AuthenticationError,
     "ServerUnavailableError": ServerUnavailableError,
+    "EngineUnhealthyError": ServerUnavailableError,
+    "DeadlineExceededError": ClientTimeoutError,
     "InvalidInputError": InvalidInputError,
     "InputRefusedError": InvalidInputError,
 }
@@ -67,11 +71,23 @@ def from_grpc(code_name: str, details: str, url: str) -> ClipServeError:
     return _make(kind, f"{url}: gRPC {code_name}: {details or 'no details'}")
 
 
-def from_http(status: int, reason: str, url: str) -> ClipServeError:
+def from_http(
+    status: int,
+    reason: str,
+    url: str,
+    error_name: str | None = None,
+    retry_after: float | None = None,
+) -> ClipServeError:
+    """``error_name``: the ``error.type`` of a clipserve error body, which may name the
+    error more precisely than the status (a 504 that is a passed deadline)."""
     kind = _HTTP.get(status)
     if kind is None:
         kind = ServerUnavailableError if status >= 500 and status != 500 else RemoteError
-    return _make(kind, f"{url}: HTTP {status}: {reason or 'no details'}")
+    kind = _BY_NAME.get(error_name or "", kind)
+    error = _make(kind, f"{url}: HTTP {status}: {reason or 'no details'}")
+    if isinstance(error, OverloadedError):
+        error.retry_after = retry_after
+    return error
 
 
 def from_ws_close(code: int | None, reason: str, url: str) -> ClipServeError:

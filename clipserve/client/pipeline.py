@@ -7,7 +7,14 @@ shrinks big images if asked (``image_max_side``, in a worker thread) and queues 
 stream attempt sends first every still-unanswered batch, then new ones, while a consumer
 matches replies to batches by request id and frees their slots. Sending never waits for
 receiving. On a transient failure with retries left, a new stream resends only what is
-unanswered; a late duplicate reply is ignored, so nothing is lost or doubled.
+unanswered, after the backoff or the server's retry-after hint, whichever is longer; a late
+duplicate reply is ignored, so nothing is lost or doubled.
+
+Every request carries the client's ``timeout`` as its deadline (``header.timeout``), so
+the server drops it once the client could no longer use the answer. A request refused by
+a tenant's rate limit (``RateLimitedError``) is sent again alone, on the same stream,
+after the server's retry-after hint: the others in flight go on. The request side of a
+stream therefore stays open until every request is answered.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clipserve.client.core import Batch, Job, Results, next_batch
+from clipserve.client.core import Batch, Job, Results, next_batch, set_request_timeout
 from clipserve.client.errors_map import from_error_name
 from clipserve.client.failures import is_request_level
 from clipserve.client.fetch import ImageFetcher
@@ -29,16 +37,26 @@ from clipserve.client.transports import Transport
 from clipserve.errors import (
     AuthenticationError,
     ClientTimeoutError,
+    OverloadedError,
     PartialFailureError,
+    RateLimitedError,
     RemoteError,
     ServerUnavailableError,
 )
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
+from clipserve.wire.messages import retry_after_of
 
 if TYPE_CHECKING:  # rich is imported only when a progress bar is asked for
     from clipserve.client.progress import ProgressReporter
 
 Callback = Callable[[Response], Any]
+
+
+@dataclass(frozen=True)
+class _Resend:
+    """A refused batch whose retry-after has passed: send it again on this stream."""
+
+    batch: Batch
 
 
 class Pipeline:
@@ -67,9 +85,12 @@ class Pipeline:
         self.on_done, self.on_error, self.on_always = on_done, on_error, on_always
         self.results = Results(job.kind, job.endpoint, job.collect, job.selector)
         self._fetcher = ImageFetcher(fetch_timeout)
-        self._ready: asyncio.Queue[Batch | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[Batch | _Resend | None] = asyncio.Queue()
         self._window = asyncio.Semaphore(self.prefetch)
         self._unanswered: dict[str, Batch] = {}
+        #: refusals of each batch since the last reply that made progress
+        self._refusals: dict[str, int] = {}
+        self._resend_timers: dict[str, asyncio.TimerHandle] = {}
         self._end_seen = False
         self._replies = 0
         self._last_event = time.monotonic()
@@ -89,7 +110,8 @@ class Pipeline:
                     attempt = 1 if self._replies > replies_before else attempt + 1
                     if attempt > self.retry.retries:
                         raise
-                    await asyncio.sleep(self.retry.delay(attempt))
+                    hint = exc.retry_after if isinstance(exc, OverloadedError) else None
+                    await asyncio.sleep(max(self.retry.delay(attempt), hint or 0.0))
         finally:
             producer.cancel()
             with contextlib.suppress(BaseException):
@@ -123,6 +145,7 @@ class Pipeline:
                 await asyncio.to_thread(shrink_request, batch.request, self.image_max_side)
             index += 1
             start += len(batch.ids)
+            set_request_timeout(batch.request, self.timeout)
             await self._ready.put(batch)
         await self._ready.put(None)
 
@@ -144,6 +167,9 @@ class Pipeline:
                 if watchdog is not None and watchdog in done:
                     watchdog.result()
         finally:
+            for timer in self._resend_timers.values():  # the next attempt resends them all
+                timer.cancel()
+            self._resend_timers.clear()
             for task in (consumer, watchdog):
                 if task is not None and not task.done():
                     task.cancel()
@@ -153,15 +179,18 @@ class Pipeline:
     async def _requests(self) -> AsyncIterator[DataRequestProto]:
         for batch in list(self._unanswered.values()):
             yield batch.request  # resend after a failed attempt
-        while not self._end_seen:
-            batch = await self._ready.get()
-            if batch is None:
+        while not (self._end_seen and not self._unanswered):
+            item = await self._ready.get()
+            if item is None:
                 self._end_seen = True
-                break
-            if not self._unanswered:
-                self._last_event = time.monotonic()
-            self._unanswered[batch.request_id] = batch
-            yield batch.request
+            elif isinstance(item, _Resend):
+                if item.batch.request_id in self._unanswered:
+                    yield item.batch.request
+            else:
+                if not self._unanswered:
+                    self._last_event = time.monotonic()
+                self._unanswered[item.request_id] = item
+                yield item.request
 
     async def _consume(self) -> None:
         async with contextlib.aclosing(self.transport.stream(self._requests())) as replies:
@@ -169,11 +198,14 @@ class Pipeline:
                 batch = self._batch_of(reply)
                 if batch is None:
                     continue  # a late duplicate of an answered batch, or an unknown id
+                self._last_event = time.monotonic()
+                if self._resend_later(batch, reply):
+                    continue
                 self._raise_request_error(reply)
                 del self._unanswered[batch.request_id]
+                self._refusals.clear()  # progress: refusals count again from zero
                 self._window.release()
                 self._replies += 1
-                self._last_event = time.monotonic()
                 self._deliver(batch, reply)
                 if self._end_seen and not self._unanswered:
                     return
@@ -193,6 +225,24 @@ class Pipeline:
             batch = candidates[0] if len(candidates) == 1 else None
         return batch
 
+    def _resend_later(self, batch: Batch, reply: DataRequestProto) -> bool:
+        """A rate-limit refusal of ``batch``: send it again after the server's hint (the
+        retries allowing), on this stream. Raises ``RateLimitedError`` when they do not."""
+        status = reply.header.status
+        if status.exception.name != "RateLimitedError" or not is_request_level(reply):
+            return False
+        hint = retry_after_of(reply)
+        refusals = self._refusals[batch.request_id] = self._refusals.get(batch.request_id, 0) + 1
+        if refusals > self.retry.retries:
+            url = self.transport.options.address.url
+            raise RateLimitedError(f"{url}: {status.description}", retry_after=hint)
+        delay = hint if hint is not None else self.retry.delay(refusals)
+        loop = asyncio.get_running_loop()
+        self._resend_timers[batch.request_id] = loop.call_later(
+            delay, self._ready.put_nowait, _Resend(batch)
+        )
+        return True
+
     def _raise_request_error(self, reply: DataRequestProto) -> None:
         """A reply refusing the whole request: transient (retried), auth, or anything else
         request-level (bad endpoint, bad parameters...), which fails the call at once."""
@@ -203,7 +253,10 @@ class Pipeline:
         message = f"{url}: {status.description or status.exception.name or 'request refused'}"
         kind = from_error_name(status.exception.name) or RemoteError
         if is_transient(kind("")) or kind is AuthenticationError or self.on_error is None:
-            raise kind(message)
+            error = kind(message)
+            if isinstance(error, OverloadedError):
+                error.retry_after = retry_after_of(reply)
+            raise error
 
     def _deliver(self, batch: Batch, reply: DataRequestProto) -> None:
         failures = self.results.accept(batch, reply)
@@ -217,11 +270,15 @@ class Pipeline:
                     callback(response)
 
     async def _watch(self) -> None:
+        """For a server that says nothing at all: the server is told each request's
+        deadline and answers DeadlineExceeded at it, so this waits a little longer
+        (``timeout`` plus a tenth, at least 1 s) before giving up itself."""
         assert self.timeout is not None
+        limit = self.timeout + max(1.0, self.timeout / 10)
         while True:
             await asyncio.sleep(min(1.0, self.timeout / 4))
             idle = time.monotonic() - self._last_event
-            if self._unanswered and idle > self.timeout:
+            if self._unanswered and idle > limit:
                 raise ClientTimeoutError(
                     f"{self.transport.options.address.url}: no reply for {self.timeout:g}s "
                     f"with {len(self._unanswered)} request(s) in flight"

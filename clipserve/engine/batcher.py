@@ -4,8 +4,10 @@ Work arrives in groups: one caller's inputs of one modality, sharing one future 
 carries all their outcomes (one future per call, not per item, keeps the per-item cost
 low). ``next_batch`` waits for a first live group, then takes spans of groups (oldest
 first; a group may be split across batches and a batch may hold many groups) until the
-batch is full or ``max_wait`` has passed since its first item. Groups whose caller went
-away (future cancelled) are dropped here, before any compute is spent on them.
+batch is full or ``max_wait`` has passed since its first item. Groups whose caller can no
+longer use the answer (future done: cancelled, past its deadline, failed fast) are dropped
+here, before any compute is spent on them (``on_dropped`` is told how many inputs), and
+the engine removes such groups from the queue as soon as their future is done (``remove``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ class Group:
 
     inputs: list[Any]
     future: asyncio.Future = field(repr=False)
+    #: ``time.monotonic()`` after which the caller cannot use the outcomes (None: never)
+    deadline: float | None = None
+    #: what the group holds against the queue's byte budget (image bytes), released when done
+    held_bytes: int = 0
     outcomes: list[Any] = field(init=False, repr=False)
     remaining: int = field(init=False)
     taken: int = 0  # inputs already handed to batches
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.outcomes = [None] * len(self.inputs)
@@ -59,6 +66,7 @@ class BatchQueue:
         max_batch_size: int,
         max_wait_s: float,
         on_depth_change: Callable[[int], None] | None = None,
+        on_dropped: Callable[[Group, int], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -70,6 +78,7 @@ class BatchQueue:
         self._size = 0  # queued inputs not yet in a batch
         self._not_empty = asyncio.Event()
         self._on_depth_change = on_depth_change
+        self._on_dropped = on_dropped
 
     def __len__(self) -> int:
         """Inputs queued and not yet in a batch (a cancelled caller's count until skipped)."""
@@ -80,6 +89,20 @@ class BatchQueue:
         self._size += len(group.inputs) - group.taken
         self._not_empty.set()
         self._depth_changed()
+
+    def remove(self, group: Group) -> int:
+        """Take ``group`` out of the queue if it is there; how many of its inputs were
+        still queued (0 when it was not)."""
+        try:
+            self._groups.remove(group)
+        except ValueError:
+            return 0
+        left = len(group.inputs) - group.taken
+        self._size -= left
+        if not self._groups:
+            self._not_empty.clear()
+        self._depth_changed()
+        return left
 
     def drain(self) -> list[Span]:
         """Take everything still queued (used when stopping)."""
@@ -113,9 +136,11 @@ class BatchQueue:
         while groups and count < self.max_batch_size:
             group = groups[0]
             left = len(group.inputs) - group.taken
-            if group.future.done():  # cancelled callers are dropped here
+            if group.future.done():  # callers that cannot use the answer are dropped here
                 groups.popleft()
                 self._size -= left
+                if self._on_dropped is not None:
+                    self._on_dropped(group, left)
                 continue
             take = min(left, self.max_batch_size - count)
             batch.append(Span(group, group.taken, group.taken + take))

@@ -79,6 +79,14 @@ class CachedEngine:
     def stats(self) -> Any:
         return self.engine.stats
 
+    @property
+    def health(self) -> Any:
+        """The wrapped engine's health (the watchdog's view)."""
+        return self.engine.health
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.engine.describe())
+
     async def start(self) -> None:
         await self.engine.start()
         self._keys = CacheKeys(self.identity or self.engine.model.identity())

@@ -2,66 +2,54 @@
 
 Pipeline per modality (texts and images have separate bounded queues)::
 
-    encode() -> BatchQueue -> batch loop -> prepare (thread pool) -> forward (replica thread)
+    encode() -> admission -> BatchQueue -> batch loop -> prepare (thread pool)
+             -> forward (replica thread)
 
-A batch loop may have ``replicas + 1`` batches in flight, so preparing batch N+1 overlaps
-the forward pass of batch N. Every item gets exactly one outcome: an embedding, or the
-``ClipServeError`` that explains why not (a bad image fails only itself, also when only the
-model finds it bad: ``PartialBatchError``; a failed forward fails its whole batch with
-``ModelError``). Outcomes are returned, never raised, so the
-caller can answer per document.
+``admission`` bounds what waits, ``ledger`` gives every item its one outcome, ``pipeline``
+runs the batches (``replicas + 1`` in flight, so preparing batch N+1 overlaps the forward
+pass of batch N), ``replicas`` owns the inference threads and the watchdog. Every item
+gets exactly one outcome: an embedding, or the ``ClipServeError`` that explains why not
+(a bad image fails only itself; a failed forward fails its whole batch with
+``ModelError``). Outcomes are returned, never raised, so the caller can answer per document.
+
+Work whose caller can no longer use the answer costs no forward pass: a caller that left
+(its task cancelled) or whose deadline (``engine.deadline``) passed has its queued items
+dropped, counted in ``clipserve_dropped_items_total``; the caller gets
+``DeadlineExceededError`` at its deadline. A forward pass that runs past
+``forward_timeout_s`` or an inference thread that dies makes the engine unhealthy
+(``health``): waiting calls fail at once with ``EngineUnhealthyError`` and so do new ones,
+until the stuck pass returns (``replicas``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import time
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from clipserve.engine.admission import Admission
-from clipserve.engine.batcher import BatchQueue, Group, Span
+from clipserve.engine.batcher import BatchQueue
+from clipserve.engine.deadline import check_deadline, current_deadline
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.items import ImageItem, Item, Modality, TextItem
+from clipserve.engine.ledger import Ledger, Outcome
 from clipserve.engine.metrics import METRICS, Metrics
-from clipserve.errors import (
-    ClipServeError,
-    InvalidInputError,
-    ModelError,
-    ServerUnavailableError,
-)
-from clipserve.models.base import EmbeddingModel, PartialBatchError
+from clipserve.engine.pipeline import BatchRunner, ModalityStats
+from clipserve.engine.replicas import ReplicaPool
+from clipserve.errors import EngineUnhealthyError, InvalidInputError, ServerUnavailableError
+from clipserve.models.base import EmbeddingModel
+from clipserve.models.pixel_budget import PixelBudget
 from clipserve.models.runtime import available_cpus
 
 #: what ``Engine`` accepts as its model: one model, one per replica, or a factory
 ModelSource = EmbeddingModel | Sequence[EmbeddingModel] | Callable[[], EmbeddingModel]
-Outcome = np.ndarray | ClipServeError
 MODALITIES: tuple[Modality, ...] = ("text", "image")
-
-
-@dataclass
-class ModalityStats:
-    batches: int = 0
-    items: int = 0
-    largest_batch: int = 0
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
-
-    def record(self, size: int) -> None:
-        self.batches += 1
-        self.items += size
-        self.largest_batch = max(self.largest_batch, size)
-        self.batch_sizes[size] += 1
-
-
-@dataclass
-class _Replica:
-    model: EmbeddingModel
-    thread: ThreadPoolExecutor
+MiB = 1024 * 1024
 
 
 class Engine:
@@ -72,8 +60,12 @@ class Engine:
     ``preprocess_workers`` threads decode images and tokenise texts (default: one per CPU;
     Pillow and numpy release the GIL while they work, see docs/benchmarks.md).
     ``max_batch_size=1`` disables batching. ``max_queue_items`` bounds the items admitted
-    but not yet answered, per modality; a call that would exceed it waits for room up to
-    ``max_queue_wait_s`` seconds (0: it is refused at once), see ``admission``.
+    but not yet answered, per modality, and ``max_queue_image_mb`` the bytes those images
+    hold; a call that would exceed either waits for room up to ``max_queue_wait_s`` seconds
+    (0: it is refused at once), see ``admission``. ``max_decoding_megapixels`` bounds the
+    decoded pixels the preprocessing threads hold at once (``pixel_budget``).
+    ``forward_timeout_s`` (None: no watchdog) is how long a forward pass may run before the
+    engine reports itself stuck.
     """
 
     def __init__(
@@ -83,9 +75,12 @@ class Engine:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         max_queue_items: int = 4096,
+        max_queue_image_mb: float = 512.0,
         max_queue_wait_s: float = 0.0,
         replicas: int = 1,
         preprocess_workers: int | None = None,
+        max_decoding_megapixels: float = 48.0,
+        forward_timeout_s: float | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -96,6 +91,10 @@ class Engine:
             preprocess_workers = available_cpus()
         if max_queue_items < 1 or replicas < 1 or preprocess_workers < 1:
             raise ValueError("max_queue_items, replicas and preprocess_workers must be >= 1")
+        if max_queue_image_mb <= 0 or max_decoding_megapixels <= 0:
+            raise ValueError("max_queue_image_mb and max_decoding_megapixels must be > 0")
+        if forward_timeout_s is not None and forward_timeout_s <= 0:
+            raise ValueError("forward_timeout_s must be > 0 (or None: no watchdog)")
         self._models: list[EmbeddingModel] = []
         self._factory: Callable[[], EmbeddingModel] | None = None
         if isinstance(model, EmbeddingModel):
@@ -112,26 +111,33 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self.max_queue_items = max_queue_items
+        self.max_queue_image_bytes = int(max_queue_image_mb * MiB)
         self.preprocess_workers = preprocess_workers
+        self.forward_timeout_s = forward_timeout_s
         self.metrics = metrics or METRICS
+        self.pixel_budget = PixelBudget(
+            int(max_decoding_megapixels * 1_000_000), self.metrics.decoding_pixels.set
+        )
         self.stats: dict[Modality, ModalityStats] = {m: ModalityStats() for m in MODALITIES}
+        self.health = EngineHealth()
+        self.metrics.healthy.set(1)
+        self.health.subscribe(lambda health: self.metrics.healthy.set(1 if health.ok else 0))
         self._state = "new"  # new -> running -> stopping -> stopped
         waiting_gauge = self.metrics.queue_waiting
-        self._admission = Admission(
-            MODALITIES,
-            max_queue_items,
-            max_queue_wait_s,
-            on_waiting=lambda modality, items: waiting_gauge.labels(modality).set(items),
-        )
-        self._idle: asyncio.Event | None = None
+
+        def on_waiting(key: str, amount: int) -> None:
+            if key in MODALITIES:
+                waiting_gauge.labels(key).set(amount)
+
+        limits = dict.fromkeys(MODALITIES, max_queue_items)
+        limits["image_bytes"] = self.max_queue_image_bytes
+        self._admission = Admission(limits, max_queue_wait_s, on_waiting=on_waiting)
+        self._ledger = Ledger(self._admission, self.metrics)
+        self._queues: dict[Modality, BatchQueue] = self._ledger.queues
         self._stopped = asyncio.Event()
-        self._queues: dict[Modality, BatchQueue] = {}
-        self._item_counters: dict[tuple[Modality, str], Any] = {}
-        self._prepare_cpu = {m: self.metrics.prepare_cpu.labels(m) for m in MODALITIES}
         self._loops: list[asyncio.Task[None]] = []
-        self._batches: set[asyncio.Task[None]] = set()
-        self._free: asyncio.Queue[_Replica] | None = None
-        self._replicas: list[_Replica] = []
+        self._replica_pool: ReplicaPool | None = None
+        self._runner: BatchRunner | None = None
         self._pool: ThreadPoolExecutor | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -147,26 +153,48 @@ class Engine:
     def running(self) -> bool:
         return self._state == "running"
 
+    def describe(self) -> dict[str, Any]:
+        """Capacity and health for /health: inference threads alive, the watchdog's view."""
+        alive = self._replica_pool.running if self._replica_pool and self.running else 0
+        return {
+            "replicas": {"wanted": self.replicas, "running": alive},
+            "health": self.health.describe(),
+            "forward_timeout_s": self.forward_timeout_s,
+        }
+
     async def start(self) -> None:
         if self._state != "new":
             raise RuntimeError(f"engine cannot start: it is {self._state}")
         if self._factory is not None:
             factory = self._factory
             self._models = [await asyncio.to_thread(factory) for _ in range(self.replicas)]
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._pool = ThreadPoolExecutor(self.preprocess_workers, "clipserve-prepare")
-        self._free = asyncio.Queue()
-        for index, model in enumerate(self._models):
-            replica = _Replica(model, ThreadPoolExecutor(1, f"clipserve-infer-{index}"))
-            self._replicas.append(replica)
-            self._free.put_nowait(replica)
+        self._replica_pool = ReplicaPool(
+            self._models,
+            self.health,
+            forward_timeout_s=self.forward_timeout_s,
+            on_unhealthy=self._fail_waiting,
+        )
+        self._replica_pool.start()
+        self._runner = BatchRunner(
+            self._ledger,
+            self.model,
+            self._replica_pool,
+            self._pool,
+            self.metrics,
+            self.stats,
+            self.pixel_budget,
+        )
         for modality in MODALITIES:
-            gauge = self.metrics.queue_depth.labels(modality)
-            self._queues[modality] = BatchQueue(
-                self.max_batch_size, self.max_wait_ms / 1000.0, gauge.set
+            queue = BatchQueue(
+                self.max_batch_size,
+                self.max_wait_ms / 1000.0,
+                self.metrics.queue_depth.labels(modality).set,
+                on_dropped=functools.partial(self._ledger.dropped, modality),
             )
-            self._loops.append(asyncio.create_task(self._batch_loop(modality)))
+            self._queues[modality] = queue
+            loop = self._runner.loop(modality, queue, self.replicas + 1)
+            self._loops.append(asyncio.create_task(loop))
         self._state = "running"
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
@@ -181,22 +209,22 @@ class Engine:
         self._state = "stopping"
         stopping = ServerUnavailableError("the engine is stopping; it takes no new work")
         self._admission.close(stopping)  # calls waiting for room
-        assert self._idle is not None
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), drain_timeout)
+            await asyncio.wait_for(self._ledger.idle.wait(), drain_timeout)
         for task in self._loops:
             task.cancel()
         gone = ServerUnavailableError("the engine stopped before this item was processed")
         for modality, queue in self._queues.items():
             for span in queue.drain():
-                self._fail_unanswered(modality, span, gone)
-        for task in list(self._batches):
+                self._ledger.fail_unanswered(modality, span, gone)
+        batches = list(self._runner.batches) if self._runner is not None else []
+        for task in batches:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._batches, return_exceptions=True)
+        await asyncio.gather(*self._loops, *batches, return_exceptions=True)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        for replica in self._replicas:
-            replica.thread.shutdown(wait=False, cancel_futures=True)
+        if self._replica_pool is not None:
+            self._replica_pool.stop()
         self._state = "stopped"
         self._stopped.set()
 
@@ -213,9 +241,13 @@ class Engine:
         """Embed every item; each outcome is a float32 [dim] array or the error for it.
 
         Raises ``OverloadedError`` (nothing queued) when the queue cannot take the call in
-        time, and ``ServerUnavailableError`` when the engine is not running.
+        time, ``ServerUnavailableError`` when the engine is not running (its
+        ``EngineUnhealthyError`` when it is stuck), and ``DeadlineExceededError`` when the
+        deadline of the call (``engine.deadline.current_deadline``) passes first.
         """
-        self._check_running()
+        self._check_accepting()
+        deadline = current_deadline()
+        check_deadline(deadline)
         items = list(items)
         texts: list[str] = []
         images: list[bytes | np.ndarray] = []
@@ -228,240 +260,46 @@ class Engine:
                 raise InvalidInputError(
                     f"cannot encode {type(item).__name__}; use TextItem/ImageItem"
                 )
-        await self._admission.reserve({"text": len(texts), "image": len(images)})
+        held = sum(_size_of(image) for image in images)
+        counts = {"text": len(texts), "image": len(images), "image_bytes": held}
+        await self._admission.reserve(counts, deadline)
         if not images:
-            return await self._submit({"text": texts}) if texts else []
+            return await self._ledger.submit({"text": texts}, deadline) if texts else []
         if not texts:
-            return await self._submit({"image": images})
-        text_outcomes, image_outcomes = await self._submit({"text": texts, "image": images})
+            return await self._ledger.submit({"image": images}, deadline, held)
+        inputs: dict[Modality, list[Any]] = {"text": texts, "image": images}
+        text_outcomes, image_outcomes = await self._ledger.submit(inputs, deadline, held)
         text_iter, image_iter = iter(text_outcomes), iter(image_outcomes)
         return [next(text_iter if isinstance(i, TextItem) else image_iter) for i in items]
 
     async def encode_texts(self, texts: Sequence[str]) -> list[Outcome]:
         """``encode`` for plain sentences, without an item object per sentence."""
-        self._check_running()
+        self._check_accepting()
+        deadline = current_deadline()
+        check_deadline(deadline)
         texts = list(texts)
-        await self._admission.reserve({"text": len(texts)})
-        return await self._submit({"text": texts}) if texts else []
+        await self._admission.reserve({"text": len(texts)}, deadline)
+        return await self._ledger.submit({"text": texts}, deadline) if texts else []
 
     def cache_info(self) -> dict[str, Any]:
         """What /health shows about the embedding cache: none here (see ``CachedEngine``)."""
         return {"enabled": False}
 
-    def _check_running(self) -> None:
+    def _check_accepting(self) -> None:
         if self._state != "running":
             state = "not started" if self._state == "new" else self._state
             raise ServerUnavailableError(f"the engine is {state}; it takes no new work")
-
-    async def _submit(self, inputs: dict[Modality, list[Any]]) -> Any:
-        """Queue one group per modality (room already reserved); their outcome lists, in
-        ``inputs`` order (one list when there is one modality)."""
-        loop = asyncio.get_running_loop()
-        assert self._idle is not None
-        self._idle.clear()
-        groups: list[Group] = []
-        for modality, values in inputs.items():
-            group = Group(values, loop.create_future())
-            group.future.add_done_callback(self._cancel_callback(modality, group))
-            self._queues[modality].put(group)
-            groups.append(group)
-        try:
-            if len(groups) == 1:
-                return await groups[0].future
-            return await asyncio.gather(*(group.future for group in groups))
-        finally:
-            for group in groups:  # the caller went away: drop what is not done
-                group.future.cancel()
-
-    def _cancel_callback(
-        self, modality: Modality, group: Group
-    ) -> Callable[[asyncio.Future[Any]], None]:
-        def done(future: asyncio.Future[Any]) -> None:
-            if future.cancelled() and group.remaining:  # its unanswered items: cancelled
-                self._count(modality, "cancelled", group.remaining)
-                group.remaining = 0
-
-        return done
-
-    def _count(self, modality: Modality, outcome: str, count: int) -> None:
-        """``count`` items of ``modality`` got ``outcome``: metrics, queue room, idleness."""
-        counter = self._item_counters.get((modality, outcome))
-        if counter is None:
-            counter = self.metrics.items.labels(modality, outcome)
-            self._item_counters[(modality, outcome)] = counter
-        counter.inc(count)
-        self._admission.release(modality, count)
-        if self._idle is not None and not self._admission.busy:
-            self._idle.set()
-
-    def _deliver(self, modality: Modality, span: Span, outcomes: list[Outcome]) -> None:
-        """Answer ``span`` (whose items are all unanswered) with ``outcomes``."""
-        group = span.group
-        if group.future.done():  # the caller left; its items were counted as cancelled
-            return
-        group.outcomes[span.start : span.stop] = outcomes
-        group.remaining -= len(outcomes)
-        if outcomes and isinstance(outcomes[0], np.ndarray):
-            self._count(modality, "ok", len(outcomes))
-        else:
-            for outcome in outcomes:
-                self._count(modality, _outcome_label(outcome), 1)
-        if not group.remaining:
-            group.future.set_result(group.outcomes)
-
-    def _fail_unanswered(self, modality: Modality, span: Span, error: ClipServeError) -> None:
-        """Answer whatever in ``span`` has no outcome yet with ``error``."""
-        group = span.group
-        if group.future.done():
-            return
-        for index in range(span.start, span.stop):
-            if group.outcomes[index] is None:
-                self._deliver(modality, Span(group, index, index + 1), [error])
-
-    # ---- the pipeline -----------------------------------------------------------------
-
-    async def _batch_loop(self, modality: Modality) -> None:
-        queue = self._queues[modality]
-        in_flight = asyncio.Semaphore(self.replicas + 1)
-        while True:
-            await in_flight.acquire()
-            try:
-                batch = await queue.next_batch()
-            except BaseException:
-                in_flight.release()
-                raise
-            task = asyncio.create_task(self._run_batch(modality, batch))
-            self._batches.add(task)
-
-            def finished(task: asyncio.Task[None]) -> None:
-                self._batches.discard(task)
-                in_flight.release()
-
-            task.add_done_callback(finished)
-
-    async def _run_batch(self, modality: Modality, batch: list[Span]) -> None:
-        live = batch
-        try:
-            if modality == "text":
-                inputs = await self._prepare_texts(batch)
-            else:
-                live, inputs = await self._prepare_images(batch)
-            if not live:
-                return
-            count = sum(len(span) for span in live)
-            embeddings, failures = await self._forward(modality, inputs, count)
-            offset = 0
-            for span in live:
-                rows = embeddings[offset : offset + len(span)]
-                if any(offset + index in failures for index in range(len(span))):
-                    for index, row in enumerate(rows):  # one outcome each, in place
-                        single = Span(span.group, span.start + index, span.start + index + 1)
-                        self._deliver(modality, single, [failures.get(offset + index, row)])
-                else:
-                    self._deliver(modality, span, list(rows))
-                offset += len(span)
-        except ClipServeError as exc:
-            for span in live:
-                self._fail_unanswered(modality, span, exc)
-        except Exception as exc:  # the model raised: this batch fails, the engine goes on
-            count = sum(len(span) for span in live)
-            error = ModelError(f"{modality} batch of {count} failed: {_describe(exc)}")
-            for span in live:
-                self._fail_unanswered(modality, span, error)
-        finally:  # exactly one outcome, even when cancelled at stop()
-            stopped = ServerUnavailableError("the engine stopped mid-batch")
-            for span in batch:
-                self._fail_unanswered(modality, span, stopped)
-
-    async def _prepare_texts(self, batch: list[Span]) -> Any:
-        texts = batch[0].inputs() if len(batch) == 1 else [t for s in batch for t in s.inputs()]
-        loop = asyncio.get_running_loop()
-        prepare = self._timed(self.model.prepare_texts, self._prepare_cpu["text"])
-        try:
-            return await loop.run_in_executor(self._pool, prepare, texts)
-        except ClipServeError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"text preprocessing failed: {_describe(exc)}") from exc
-
-    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], Any]:
-        loop = asyncio.get_running_loop()
-        prepare = self._timed(self.model.prepare_image, self._prepare_cpu["image"])
-        singles = [Span(s.group, i, i + 1) for s in batch for i in range(s.start, s.stop)]
-        jobs = [
-            loop.run_in_executor(self._pool, prepare, single.group.inputs[single.start])
-            for single in singles
-        ]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        live: list[Span] = []
-        arrays: list[np.ndarray] = []
-        for single, result in zip(singles, results, strict=True):
-            if isinstance(result, ClipServeError):
-                self._deliver("image", single, [result])
-            elif isinstance(result, BaseException):
-                error = InvalidInputError(f"image could not be read: {_describe(result)}")
-                self._deliver("image", single, [error])
-            elif not single.group.future.done():  # skip callers that left while we decoded
-                live.append(single)
-                arrays.append(result)
-        if not live:
-            return live, None
-        return live, self.model.collate_images(arrays)
+        if not self.health.ok:
+            raise self._unhealthy_error(self.health.reason or "unknown")
 
     @staticmethod
-    def _timed(prepare: Callable[[Any], Any], cpu_seconds: Any) -> Callable[[Any], Any]:
-        """``prepare``, adding the CPU time of the worker thread running it to a counter."""
+    def _unhealthy_error(reason: str) -> EngineUnhealthyError:
+        return EngineUnhealthyError(f"the server is not healthy: {reason}; retry later")
 
-        def timed(value: Any) -> Any:
-            started = time.thread_time()
-            try:
-                return prepare(value)
-            finally:
-                cpu_seconds.inc(time.thread_time() - started)
-
-        return timed
-
-    async def _forward(
-        self, modality: Modality, inputs: Any, count: int
-    ) -> tuple[np.ndarray, dict[int, ClipServeError]]:
-        """The batch's embeddings, and the inputs that failed alone inside the model."""
-        assert self._free is not None
-        replica = await self._free.get()
-        forward = (
-            replica.model.forward_texts if modality == "text" else replica.model.forward_images
-        )
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        failures: dict[int, ClipServeError] = {}
-        try:
-            output = await loop.run_in_executor(replica.thread, forward, inputs)
-        except PartialBatchError as partial:
-            output, failures = partial.embeddings, dict(partial.failures)
-        finally:
-            self._free.put_nowait(replica)
-        self.metrics.forward_latency.labels(modality).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(modality).observe(count)
-        self.stats[modality].record(count)
-        # a private copy: the rows handed out are views of it, never of the model's buffer
-        embeddings = np.array(output, dtype=np.float32, copy=True)
-        if embeddings.ndim != 2 or embeddings.shape[0] != count:
-            raise ModelError(
-                f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
-            )
-        return embeddings, failures
+    def _fail_waiting(self, reason: str) -> None:
+        """The engine turned unhealthy: every call waiting in it fails now."""
+        self._ledger.fail_waiting(self._unhealthy_error(reason))
 
 
-def _outcome_label(outcome: Outcome) -> str:
-    if isinstance(outcome, np.ndarray):
-        return "ok"
-    if isinstance(outcome, InvalidInputError):
-        return "invalid"
-    if isinstance(outcome, ServerUnavailableError):
-        return "stopped"
-    return "model_error"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    text = text if len(text) <= 300 else text[:300] + "..."
-    return f"{type(exc).__name__}: {text}"
+def _size_of(image: bytes | np.ndarray) -> int:
+    return image.nbytes if isinstance(image, np.ndarray) else len(image)

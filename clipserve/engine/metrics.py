@@ -47,8 +47,28 @@ class Metrics:
         )
         self.items = Counter(
             "clipserve_items",
-            "Items the engine finished, by outcome (ok, invalid, model_error, cancelled, stopped).",
+            "Items the engine finished, by outcome (ok, invalid, model_error, cancelled, "
+            "expired, unhealthy, stopped).",
             ["modality", "outcome"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "clipserve_dropped_items",
+            "Items dropped before any forward pass because their caller could no longer use "
+            "the answer, by reason (deadline, cancelled: the caller left, unhealthy).",
+            ["modality", "reason"],
+            registry=registry,
+        )
+        self.decoding_pixels = Gauge(
+            "clipserve_decoding_pixels",
+            "Decoded image pixels held by preprocessing threads now (bounded by "
+            "--max-decoding-megapixels).",
+            registry=registry,
+        )
+        self.healthy = Gauge(
+            "clipserve_engine_healthy",
+            "1 while the engine is healthy; 0 while a forward pass is stuck or an inference "
+            "thread is dead.",
             registry=registry,
         )
         self.forward_latency = Histogram(
@@ -109,6 +129,18 @@ class Metrics:
             "clipserve_documents",
             "Documents answered, by protocol, endpoint and status.",
             ["protocol", "endpoint", "status"],
+            registry=registry,
+        )
+        self.tenant_requests = Counter(
+            "clipserve_tenant_requests",
+            "Requests by tenant (the name from the tokens file, never the token) and status.",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.tenant_documents = Counter(
+            "clipserve_tenant_documents",
+            "Documents answered by tenant.",
+            ["tenant"],
             registry=registry,
         )
         self.request_latency = Histogram(

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipserve.errors import InvalidInputError
+from clipserve.models.pixel_budget import charge_decoded_pixels
 
 #: default cap on width x height, checked before any pixel is decoded (decompression bombs)
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -51,6 +52,8 @@ def decode_image(
         image.seek(0)  # first frame of GIF/APNG/WebP animations
         if min_side:  # JPEG only (a no-op elsewhere): decode at a reduced scale
             image.draft(None, (min_side, min_side))
+        # the size it will decode at: keep this after any reduced-scale draft() call
+        charge_decoded_pixels(image.width * image.height)
         image.load()
     image = shrink(image, min_side)
     image = ImageOps.exif_transpose(image) or image
@@ -151,6 +154,7 @@ def image_from_array(
     if height == 0 or width == 0:
         raise InvalidInputError(f"image tensor is empty: shape {list(array.shape)}")
     _check_size(width, height, max_pixels)
+    charge_decoded_pixels(width * height)  # converted copies of it are made below
     if array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.number) or np.issubdtype(
             array.dtype, np.complexfloating

@@ -16,13 +16,14 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
 from clipserve.engine import CachedEngine, Engine
+from clipserve.engine.health import EngineHealth
 from clipserve.engine.metrics import METRICS, Metrics
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.auth import TokenAuth
@@ -45,6 +46,7 @@ from clipserve.server.startup import (
 from clipserve.server.tls import TlsFiles
 
 log = logging.getLogger("clipserve.server")
+T = TypeVar("T")
 
 
 class _Uvicorn(uvicorn.Server):
@@ -73,6 +75,7 @@ class ClipServer:
         self.engine: Engine | CachedEngine | None = None
         self.service: EmbeddingService | None = None
         self.grpc: GrpcFrontend | None = None
+        self.auth: TokenAuth | None = None
         self.http_state: HttpState | None = None
         self._uvicorn: _Uvicorn | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
@@ -80,6 +83,11 @@ class ClipServer:
         self.http_port: int | None = None
         self._http_socket: socket.socket | None = None
         self._stopped = False
+        #: set when the engine turns unhealthy under ``exit_on_stuck``: the process owner
+        #: (``clipserve serve``) stops and exits non-zero; ``fatal_reason`` says why
+        self.fatal = asyncio.Event()
+        self.fatal_reason: str | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -87,7 +95,7 @@ class ClipServer:
         """Bind every port, load and warm up the model, start the engine, then serve."""
         config = self.config
         tls = TlsFiles.from_paths(config.tls_cert, config.tls_key)
-        auth = TokenAuth(config.auth_token)
+        auth = self.auth = TokenAuth(config.auth_token, config.auth_tokens_file)
         try:
             if "grpc" in config.protocols:
                 self.grpc = GrpcFrontend(
@@ -140,13 +148,17 @@ class ClipServer:
             max_batch_size=config.max_batch_size,
             max_wait_ms=config.max_wait_ms,
             max_queue_items=config.max_queue_items,
+            max_queue_image_mb=config.max_queue_image_mb,
             max_queue_wait_s=config.max_queue_wait_s,
             replicas=config.replicas,
             preprocess_workers=config.preprocess_workers,
+            max_decoding_megapixels=config.max_decoding_megapixels,
+            forward_timeout_s=config.forward_timeout_s or None,
             metrics=self.metrics,
         )
         self.engine = with_cache(engine, config, self.metrics)
         await self.engine.start()
+        self.engine.health.subscribe(self._health_changed)
         self.service = EmbeddingService(
             self.engine,
             model_name=model.name,
@@ -198,6 +210,29 @@ class ClipServer:
                 self._uvicorn_task.result()
                 raise OSError(f"the HTTP server on port {self.http_port} did not start")
             await asyncio.sleep(0.01)
+
+    def reload_auth(self) -> tuple[list[str], list[str]]:
+        """Read ``auth_tokens_file`` again (SIGHUP): new tokens work at once, removed ones
+        are refused and their open streams ended. A bad file keeps the old tokens and
+        raises ``ValueError``. Returns the tenant names added and removed."""
+        if self.auth is None:
+            return [], []
+        added, removed = self.auth.reload()
+        log.info("clipserve: auth tokens reloaded: %d tenants (added: %s; removed: %s)",
+                 len(self.auth.tenants), ", ".join(added) or "none",
+                 ", ".join(removed) or "none")  # fmt: skip
+        return added, removed
+
+    def _health_changed(self, health: EngineHealth) -> None:
+        """The engine turned unhealthy or recovered: gRPC health follows (HTTP health
+        routes read it on each request); under ``exit_on_stuck`` the server is done."""
+        if self.grpc is not None and not self._stopped:
+            task = asyncio.ensure_future(self.grpc.set_serving(health.ok))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if not health.ok and self.config.exit_on_stuck and not self.fatal.is_set():
+            self.fatal_reason = health.reason
+            self.fatal.set()
 
     async def stop(self) -> None:
         """Stop taking requests, let in-flight ones finish (``shutdown_grace_s``), stop.
@@ -260,6 +295,16 @@ class RunningServer:
     http_port: int | None
     #: by protocol (``grpc``, ``http``, ``websocket``) and by scheme (``ws``, ``grpcs``...)
     urls: dict[str, str] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, function: Callable[[], T], timeout: float = 60.0) -> T:
+        """Run ``function()`` on the server's event loop (its thread); its result."""
+        assert self.loop is not None
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     @property
     def config(self) -> ServerConfig:
@@ -327,7 +372,9 @@ def running_server(
         thread.join()
         raise outcome["error"]
     try:
-        yield RunningServer(server, server.grpc_port, server.http_port, _urls(server))
+        yield RunningServer(
+            server, server.grpc_port, server.http_port, _urls(server), outcome["loop"]
+        )
     finally:
         outcome["loop"].call_soon_threadsafe(outcome["stop"].set)
         thread.join(timeout=config.shutdown_grace_s * 3 + 30)

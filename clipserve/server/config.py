@@ -31,7 +31,7 @@ from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS, 
 from clipserve.server.limits import Limits
 from clipserve.server.logs import FORMATS as LOG_FORMATS
 from clipserve.server.logs import LEVELS as LOG_LEVELS
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 
 PROTOCOLS = ("grpc", "http", "websocket")
 AUTH_TOKEN_ENV = "CLIPSERVE_AUTH_TOKEN"
@@ -62,6 +62,9 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     auth_token: str | None = None
+    #: YAML/JSON map of tenant name -> token (or its SHA-256, and a rate limit); reloaded
+    #: on SIGHUP (``clipserve.server.tenants``)
+    auth_tokens_file: str | None = None
     open_health: bool = True
     open_metrics: bool = True
     #: allowed CORS origins (``["*"]`` for any); empty means no CORS headers
@@ -76,6 +79,17 @@ class ServerConfig:
     #: seconds a call that does not fit in the queue waits for room before it is refused
     #: (a burst becomes latency, not errors; 0 refuses at once)
     max_queue_wait_s: float = 30.0
+    #: MiB of image bytes (encoded files, tensors) admitted and unanswered: bounds memory
+    #: under big photos where ``max_queue_items`` alone would not (docs/reliability.md)
+    max_queue_image_mb: float = 512.0
+    #: decoded image pixels the preprocessing threads may hold at once (counted at the size
+    #: an image is actually decoded at); one larger image still decodes, alone
+    max_decoding_megapixels: float = 48.0
+    #: a forward pass running longer makes the server unhealthy (503 / NOT_SERVING) until
+    #: it returns; 0 turns the watchdog off
+    forward_timeout_s: float = 300.0
+    #: exit (status 70) when the server turns unhealthy, for a supervisor to restart it
+    exit_on_stuck: bool = False
     replicas: int = 1
     #: image decoding / tokenising threads (None: one per CPU)
     preprocess_workers: int | None = None
@@ -96,7 +110,8 @@ class ServerConfig:
     port_file: str | None = None
     #: ``Limits`` or a mapping of its fields (YAML); None: its defaults
     limits: Limits | Mapping[str, Any] | None = None
-    #: ``UriPolicy`` or a mapping of its fields (YAML); None: never fetch (data: URIs work)
+    #: ``UriPolicy`` or a mapping of its fields (YAML); None: its defaults (public http(s)
+    #: addresses are fetched, nothing private, no local files; data: URIs always work)
     uri_policy: UriPolicy | Mapping[str, Any] | None = None
     log_level: str = "info"
     #: ``text`` (timestamp, level, message) or ``json`` (one object per line)
@@ -157,6 +172,12 @@ class ServerConfig:
             raise ValueError("cache_mb must be >= 0 (0: off) and cache_disk_mb > 0")
         if self.max_wait_ms < 0 or self.shutdown_grace_s < 0 or self.max_queue_wait_s < 0:
             raise ValueError("max_wait_ms, max_queue_wait_s and shutdown_grace_s must be >= 0")
+        if self.forward_timeout_s < 0 or self.max_queue_image_mb <= 0:
+            raise ValueError("forward_timeout_s must be >= 0 and max_queue_image_mb > 0")
+        if self.max_decoding_megapixels <= 0:
+            raise ValueError("max_decoding_megapixels must be > 0")
+        if self.exit_on_stuck and not self.forward_timeout_s:
+            raise ValueError("exit_on_stuck needs the watchdog: set forward_timeout_s > 0")
 
     @property
     def tls(self) -> bool:

@@ -14,10 +14,13 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import httpx
+
 from clipserve.engine import ImageItem
 from clipserve.errors import ClipServeError, InputRefusedError, InvalidInputError
 from clipserve.server.limits import Limits
-from clipserve.server.uri_fetch import UriPolicy, fetch_uri
+from clipserve.server.uri_fetch import fetch_uri
+from clipserve.server.uri_policy import UriPolicy
 from clipserve.wire import DocumentProto
 from clipserve.wire.access_paths import AccessPaths, Selection, select
 from clipserve.wire.messages import doc_kind
@@ -73,6 +76,8 @@ class DocumentReader:
     def __init__(self, limits: Limits, uri_policy: UriPolicy | None = None) -> None:
         self.limits = limits
         self.uri_policy = uri_policy or UriPolicy()
+        #: httpx transport for URI fetches (None: httpx's own; tests route with it)
+        self.transport: httpx.AsyncBaseTransport | None = None
         self._fetch_slots = asyncio.Semaphore(MAX_CONCURRENT_FETCHES)
 
     async def prepare(
@@ -102,7 +107,7 @@ class DocumentReader:
         """The image ``uri`` names, read under the URI policy (data: URIs always work)."""
         try:
             async with self._fetch_slots:
-                data = await fetch_uri(uri, self.uri_policy)
+                data = await fetch_uri(uri, self.uri_policy, transport=self.transport)
             self.check_image_size(len(data), "image at uri")
             return ImageItem(data)
         except ClipServeError as exc:

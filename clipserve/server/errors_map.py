@@ -11,9 +11,14 @@ failed call alike):
 * gRPC: request-level input problems (``InvalidInputError``, ``ModelError``) are answered
   *in band*: that one request gets a reply whose ``header.status`` is ERROR (exception name
   and reason filled in). The stream goes on, the other requests still get their answers,
-  and clip-client users with ``on_error=`` can handle it per request. Errors about the
-  server as a whole end the call with a status code: UNAUTHENTICATED (before anything is
-  read), RESOURCE_EXHAUSTED (queues full: retry later), UNAVAILABLE (shutting down).
+  and clip-client users with ``on_error=`` can handle it per request. So are the refusals
+  that concern one request only: its deadline passed (``DeadlineExceededError``, the
+  meaning of DEADLINE_EXCEEDED) and its tenant's rate limit (``RateLimitedError``, the
+  meaning of RESOURCE_EXHAUSTED, with the retry-after in the description and
+  ``exception.args``): ending the call would cancel the caller's other admitted work.
+  Errors about the server as a whole end the call with a status code: UNAUTHENTICATED
+  (before anything is read), RESOURCE_EXHAUSTED (queues full: retry later), UNAVAILABLE
+  (shutting down, or the engine is stuck).
 * HTTP: every error is a non-2xx status (413 for a body above the limit) with a JSON body
   ``{"error": {"message", "type", "param", "code"}, "header": {"status": {"code": 1,
   "description"}}}``: OpenAI's shape (``type`` is the error's class name, ``param`` the
@@ -29,6 +34,7 @@ failed call alike):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import grpc
@@ -36,11 +42,14 @@ import grpc
 from clipserve.errors import (
     AuthenticationError,
     ClipServeError,
+    DeadlineExceededError,
+    EngineUnhealthyError,
     InputRefusedError,
     InvalidInputError,
     ModelError,
     ModelUnavailableError,
     OverloadedError,
+    RateLimitedError,
     ServerUnavailableError,
 )
 
@@ -79,6 +88,9 @@ _TABLE: dict[type[BaseException], tuple[str, int, grpc.StatusCode, int, bool, bo
     #                        label             HTTP gRPC code                WS  in band: gRPC, WS
     AuthenticationError:    ("unauthenticated", 401, Code.UNAUTHENTICATED,    1008, False, False),
     OverloadedError:        ("overloaded",      429, Code.RESOURCE_EXHAUSTED, 1011, False, True),
+    RateLimitedError:       ("rate_limited",    429, Code.RESOURCE_EXHAUSTED, 1011, True, True),
+    DeadlineExceededError:  ("expired",         504, Code.DEADLINE_EXCEEDED,  1011, True, True),
+    EngineUnhealthyError:   ("unhealthy",       503, Code.UNAVAILABLE,        1011, False, True),
     ServerUnavailableError: ("error",           503, Code.UNAVAILABLE,        1001, False, False),
     ModelUnavailableError:  ("error",           503, Code.UNAVAILABLE,        1011, True, True),
     BodyTooLargeError:      ("refused",         413, Code.INVALID_ARGUMENT,   1007, True, True),
@@ -139,12 +151,26 @@ def error_name(exc: BaseException) -> str:
     return type(exc).__name__ if isinstance(exc, ClipServeError) else "InternalError"
 
 
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the client should wait before trying again, when the error knows."""
+    return getattr(exc, "retry_after", None) if isinstance(exc, OverloadedError) else None
+
+
+def http_headers(exc: BaseException) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up, as HTTP has it) when the error knows."""
+    seconds = retry_after(exc)
+    return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
 def http_error_body(exc: BaseException) -> dict[str, object]:
     message = public_message(exc)
-    error = {
+    error: dict[str, object] = {
         "message": message,
         "type": error_name(exc),
         "param": getattr(exc, "param", None),
         "code": metric_label(exc),
     }
+    seconds = retry_after(exc)
+    if seconds is not None:
+        error["retry_after_s"] = round(seconds, 3)  # the precise hint (Retry-After rounds up)
     return {"error": error, "header": {"status": {"code": 1, "description": message}}}

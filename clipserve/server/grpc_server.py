@@ -4,7 +4,10 @@ plus the standard ``grpc.health.v1.Health`` service.
 Per stream, one reader task takes requests off the wire and starts one task per request
 (at most ``max_inflight`` at once, lowered by the client's ``__prefetch__`` hint); the
 handler itself is the single writer, sending replies as they finish (any order). After
-the client half-closes and the last reply is written, the call ends OK.
+the client half-closes and the last reply is written, the call ends OK. A call's deadline
+(``timeout=`` in a gRPC client) is every request's deadline: work still queued when it
+passes is dropped before any forward pass. When a reload removes the call's token, the
+call stops reading, answers what it has in flight, then ends with UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,8 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clipserve.errors import AuthenticationError
-from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher
+from clipserve.server.auth import TokenAuth, metadata_credential
+from clipserve.server.dispatch import Caller, Dispatcher
 from clipserve.server.errors_map import grpc_status, public_message
 from clipserve.server.limits import MiB
 from clipserve.server.logs import peer_address
@@ -30,6 +34,10 @@ from clipserve.wire import GRPC_SERVICE, DataRequestProto
 log = logging.getLogger("clipserve.server")
 HEALTH_SERVICE = "grpc.health.v1.Health"
 _END = object()
+_REVOKED = object()
+#: our deadline for a call runs this much ahead of grpc's own, so a request still waiting
+#: at the deadline is answered (DeadlineExceededError) and counted before grpc cancels it
+DEADLINE_LEAD_S = 0.02
 #: how long a refused (unauthenticated) stream is read before the call ends
 REFUSED_READ_S = 5.0
 
@@ -48,6 +56,7 @@ class GrpcFrontend:
         open_health: bool = True,
     ) -> None:
         self.dispatcher: Dispatcher | None = None
+        self.auth = auth
         self.started = False
         self.max_inflight = max_inflight
         self.tls = tls
@@ -105,18 +114,24 @@ class GrpcFrontend:
     async def _call(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
-        limit = _prefetch_limit(context.invocation_metadata(), self.max_inflight)
+        metadata = context.invocation_metadata()
+        limit = _prefetch_limit(metadata, self.max_inflight)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining - DEADLINE_LEAD_S
+        tenant = self.auth.identify(metadata_credential(metadata))  # checked by the interceptor
         peer = peer_address(context.peer())
         slots = asyncio.Semaphore(limit)
         replies: asyncio.Queue[Any] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        forget = tenant.on_revoke(lambda: replies.put_nowait(_REVOKED)) if tenant else None
 
         async def answer(raw: bytes) -> None:
             # the slot is released once the reply is written, so a client that stops
             # reading also stops the server from taking (and buffering) more requests
             assert self.dispatcher is not None, "start() sets the dispatcher before serving"
             try:
-                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc", peer))
+                caller = Caller(tenant=tenant, deadline=deadline, client=peer)
+                replies.put_nowait(await self.dispatcher.reply_for(raw, "grpc", caller))
             except Exception as exc:  # errors that end the call (overload, shutdown)
                 replies.put_nowait(exc)
 
@@ -136,14 +151,40 @@ class GrpcFrontend:
         reader = asyncio.create_task(read_all())
         try:
             while (item := await replies.get()) is not _END:
+                if item is _REVOKED:  # read no more; answer what is in flight; end the call
+                    reader.cancel()
+                    await self._write_in_flight(context, replies, tasks, slots)
+                    name = tenant.name if tenant else "?"
+                    await context.abort(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        f"unauthenticated: the token of tenant {name!r} was revoked",
+                    )
                 if isinstance(item, BaseException):
                     await context.abort(grpc_status(item), public_message(item))
                 await context.write(item)
                 slots.release()
         finally:
+            if forget is not None:
+                forget()
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    @staticmethod
+    async def _write_in_flight(
+        context: grpc.aio.ServicerContext,
+        replies: asyncio.Queue[Any],
+        tasks: set[asyncio.Task[None]],
+        slots: asyncio.Semaphore,
+    ) -> None:
+        """Write the replies of the requests already being answered."""
+        if tasks:
+            await asyncio.wait(set(tasks))
+        while not replies.empty():
+            item = replies.get_nowait()
+            if isinstance(item, DataRequestProto):
+                await context.write(item)
+                slots.release()
 
 
 def _prefetch_limit(metadata: Any, maximum: int) -> int:

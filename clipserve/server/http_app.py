@@ -9,7 +9,9 @@ JavaScript client at ``/static/clipserve.js`` (``clipserve.web``).
 Bodies are JSON (jina's shape, see ``clipserve.wire.json_codec``) or, with
 ``Content-Type: application/x-protobuf``, a serialized ``DataRequestProto``; the reply is
 protobuf when the request says ``Accept: application/x-protobuf``, JSON otherwise.
-Errors are JSON with a non-2xx status (table in ``errors_map``).
+Errors are JSON with a non-2xx status (table in ``errors_map``), with ``Retry-After``
+when the server knows when to retry. ``X-Request-Timeout: <seconds>`` is the request's
+deadline, counted from its arrival: work still queued then is dropped (504).
 """
 
 from __future__ import annotations
@@ -35,15 +37,18 @@ from clipserve.server.auth import TokenAuth
 from clipserve.server.dispatch import Dispatcher, parse_request
 from clipserve.server.errors_map import http_error_body
 from clipserve.server.http_common import (
+    TENANT_SCOPE_KEY,
     ClientDisconnectedError,
+    caller_of,
     error_response,
     json_response,
     parse_json,
-    peer,
     read_body,
     unless_disconnected,
+    with_deadline,
 )
 from clipserve.server.openai_http import openai_routes
+from clipserve.server.openapi import OPENAPI, PROTOBUF
 from clipserve.server.service import EmbeddingService
 from clipserve.server.websocket import WebSocketSessions
 from clipserve.web import OPEN_PATHS as WEB_OPEN_PATHS
@@ -54,7 +59,6 @@ from clipserve.wire.messages import endpoint_of
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
-PROTOBUF = "application/x-protobuf"
 _PROTOBUF_TYPES = (PROTOBUF, "application/protobuf", "application/octet-stream")
 HEALTH_PATHS = ("/health", "/healthz", "/readyz")
 #: bodies larger than this are parsed in a worker thread, off the event loop
@@ -136,17 +140,19 @@ def _data_route(
     state: HttpState, path_endpoint: str | None
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
+        caller = caller_of(request)
         try:
+            caller = with_deadline(caller, request)
             body = await read_body(request, state.max_body_bytes)
             data_request = await _parse(body, request.headers.get("content-type", ""))
         except Exception as exc:
-            state.dispatcher.rejected("http", exc, path_endpoint or "/", peer(request))
+            state.dispatcher.rejected("http", exc, path_endpoint or "/", caller)
             return error_response(exc)
         if path_endpoint and endpoint_of(data_request) != path_endpoint:
             data_request.header.exec_endpoint = path_endpoint
         try:
             reply = await unless_disconnected(
-                request, state.dispatcher.answer(data_request, "http", peer(request))
+                request, state.dispatcher.answer(data_request, "http", caller)
             )
         except ClientDisconnectedError:
             return Response(status_code=499)  # nobody reads it: uvicorn drops it
@@ -183,11 +189,19 @@ def _page_facts(state: HttpState) -> dict[str, Any]:
 
 
 def _health_route(state: HttpState, path: str) -> Callable[[Request], Awaitable[Response]]:
+    """200 while serving. 503 on every health path while the engine is unhealthy (a stuck
+    forward pass, a dead inference thread: a supervisor should know, and may restart);
+    503 on ``/readyz`` only while draining for shutdown."""
+
     async def route(request: Request) -> Response:
-        ready = state.ready
-        body = {"status": "ok" if ready else "draining", **state.service.info()}
-        if path == "/readyz" and not ready:
+        health = getattr(state.service.engine, "health", None)
+        body: dict[str, Any] = {"status": "ok", **state.service.info()}
+        if health is not None and not health.ok:
+            body.update(status="unhealthy", reason=health.reason)
             return json_response(body, status_code=503)
+        if not state.ready:
+            body["status"] = "draining"
+            return json_response(body, status_code=503 if path == "/readyz" else 200)
         return json_response(body)
 
     return route
@@ -239,7 +253,9 @@ class _AuthMiddleware:
             for key, value in scope.get("headers", ()):
                 if key == b"authorization":
                     credential = value
-            if not self.auth.accepts(credential):
+            tenant = self.auth.identify(credential)
+            scope[TENANT_SCOPE_KEY] = tenant
+            if tenant is None:
                 exc = _auth_error(credential)
                 response = json_response(
                     http_error_body(exc), status_code=401, headers={"WWW-Authenticate": "Bearer"}
@@ -254,30 +270,3 @@ def _auth_error(credential: bytes | None) -> Exception:
 
     reason = "missing credential" if not credential else "wrong credential"
     return AuthenticationError(f"unauthenticated: {reason} (send the Authorization header)")
-
-
-def _post(summary: str) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "requestBody": {"content": {"application/json": {}, PROTOBUF: {}}},
-            "responses": {"200": {"description": "the request with embeddings filled in"}},
-        }
-    }
-
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.2",
-    "info": {"title": "clipserve", "version": "1"},
-    # tells clipserve's own client that protobuf bodies (application/x-protobuf) work here
-    "x-clipserve": {"protobuf": True},
-    "paths": {
-        "/post": _post("Any endpoint, named by execEndpoint in the body (default /)"),
-        "/encode": _post("Embed texts and images"),
-        "/rank": _post("Rank each document's matches by CLIP score"),
-        "/v1/embeddings": _post("OpenAI-compatible embeddings"),
-        "/health": {"get": {"summary": "Liveness and model info"}},
-        "/readyz": {"get": {"summary": "Readiness: 503 while starting or draining"}},
-        "/metrics": {"get": {"summary": "Prometheus metrics"}},
-    },
-}

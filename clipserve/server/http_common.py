@@ -1,5 +1,7 @@
 """What every HTTP route shares: reading a body within the limit, JSON in and out, the
-error reply, the peer's address, and not working for a client that went away.
+error reply (with ``Retry-After`` when the server knows when to retry), who the caller is
+(tenant, address, ``X-Request-Timeout`` deadline), and not working for a client that went
+away.
 
 Replies are written by orjson: a 128 x 512 float reply takes a few milliseconds instead of
 tens with the standard library, on the event loop. JSON has no NaN or infinity; orjson
@@ -14,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -22,13 +27,24 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from clipserve.errors import ClipServeError
-from clipserve.server.errors_map import BodyTooLargeError, http_error_body, http_status
+from clipserve.errors import ClipServeError, InvalidInputError
+from clipserve.server.auth import ANONYMOUS
+from clipserve.server.dispatch import Caller
+from clipserve.server.errors_map import (
+    BodyTooLargeError,
+    http_error_body,
+    http_headers,
+    http_status,
+)
 from clipserve.server.logs import peer_address
 from clipserve.wire.json_codec import loads as tolerant_loads
 
 log = logging.getLogger("clipserve.server")
 T = TypeVar("T")
+#: the request's deadline in seconds from its arrival (our client sends its ``timeout``)
+TIMEOUT_HEADER = "x-request-timeout"
+#: where the auth middleware leaves the caller's tenant in the ASGI scope
+TENANT_SCOPE_KEY = "clipserve.tenant"
 
 
 class ClientDisconnectedError(Exception):
@@ -53,11 +69,35 @@ def parse_json(body: bytes) -> Any:
 def error_response(exc: Exception) -> Response:
     if not isinstance(exc, ClipServeError):
         log.exception("HTTP request failed")
-    return json_response(http_error_body(exc), status_code=http_status(exc))
+    return json_response(http_error_body(exc), http_status(exc), headers=http_headers(exc))
 
 
 def peer(request: Request) -> str:
     return peer_address(request.client)
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller as the HTTP layer knows it: the tenant the auth middleware found, the
+    peer's address and the arrival time (no deadline yet: ``with_deadline``)."""
+    tenant = request.scope.get(TENANT_SCOPE_KEY, ANONYMOUS)
+    return Caller(tenant=tenant, arrival=time.monotonic(), client=peer(request))
+
+
+def with_deadline(caller: Caller, request: Request) -> Caller:
+    """``caller`` with the deadline ``X-Request-Timeout`` (seconds from arrival) sets, if
+    sent; ``InvalidInputError`` for a value that is not a positive number."""
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return caller
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(
+            f"header X-Request-Timeout must be a positive number of seconds, got {value!r}"
+        )
+    return dataclasses.replace(caller, deadline=caller.arrival + seconds)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -36,16 +36,22 @@ def access(
     documents: int,
     elapsed_s: float | None,
     client: str,
+    tenant: str | None = None,
 ) -> None:
-    """Write one access-log line (its fields also go to JSON logs as keys)."""
+    """Write one access-log line (its fields also go to JSON logs as keys); ``tenant`` is
+    the name of the caller's token (``--auth-tokens-file``), never the token."""
     method = METHODS.get(protocol, protocol)
     duration_ms = None if elapsed_s is None else round(elapsed_s * 1000.0, 2)
     fields = {"method": method, "endpoint": endpoint, "protocol": protocol,
               "documents": documents, "status": status, "duration_ms": duration_ms,
               "client": client or "-"}  # fmt: skip
     took = "-" if duration_ms is None else f"{duration_ms:.1f} ms"
+    who = fields["client"]
+    if tenant is not None:
+        fields["tenant"] = tenant
+        who = f"{who} tenant={tenant}"
     ACCESS.info(
-        "access: %s %s %s %s %s %d docs %s", fields["client"], protocol, method, endpoint,
+        "access: %s %s %s %s %s %d docs %s", who, protocol, method, endpoint,
         status, documents, took, extra={"fields": fields},
     )  # fmt: skip
 

@@ -21,12 +21,13 @@ from clipserve.server.dispatch import Dispatcher
 from clipserve.server.errors_map import ModelNotFoundError
 from clipserve.server.http_common import (
     ClientDisconnectedError,
+    caller_of,
     error_response,
     json_response,
     parse_json,
-    peer,
     read_body,
     unless_disconnected,
+    with_deadline,
 )
 from clipserve.wire.messages import OPENAI_ENDPOINT
 
@@ -47,14 +48,15 @@ def _embeddings(
     dispatcher: Dispatcher, max_body_bytes: int
 ) -> Callable[[Request], Awaitable[Response]]:
     async def route(request: Request) -> Response:
-        client = peer(request)
+        caller = caller_of(request)
         try:
+            caller = with_deadline(caller, request)
             body = parse_json(await read_body(request, max_body_bytes))
         except Exception as exc:
-            dispatcher.rejected("http", exc, OPENAI_ENDPOINT, client)
+            dispatcher.rejected("http", exc, OPENAI_ENDPOINT, caller)
             return error_response(exc)
         try:
-            work = dispatcher.answer_openai(body, "http", client)
+            work = dispatcher.answer_openai(body, "http", caller)
             reply = await unless_disconnected(request, work)
         except ClientDisconnectedError:
             return Response(status_code=499)

@@ -46,7 +46,7 @@ from clipserve.server.documents import (
 )
 from clipserve.server.limits import Limits
 from clipserve.server.parameters import RequestOptions, read_options
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 from clipserve.wire import DataRequestProto, DocumentProto
 from clipserve.wire.access_paths import Selection
 from clipserve.wire.messages import ENDPOINTS, add_route, endpoint_of, now_ns, set_error
@@ -234,6 +234,19 @@ class EmbeddingService:
         ]
         results = iter(await self.engine.encode(items) if items else [])  # type: ignore[arg-type]
         return [p if isinstance(p, ClipServeError) else next(results) for p in prepared]
+
+
+def count_documents(request: DataRequestProto) -> int:
+    """Every document the request holds, nested chunks and matches included: an upper bound
+    of what it can ask to embed (what a tenant's document rate counts)."""
+    stack = list(request.data.docs.docs)
+    count = 0
+    while stack:
+        doc = stack.pop()
+        count += 1
+        stack.extend(doc.chunks)
+        stack.extend(doc.matches)
+    return count
 
 
 def _first_match_error(query: DocumentProto, outcomes: list[Outcome]) -> ClipServeError | None:

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from clipserve.engine import CachedEngine, EmbeddingCache, Engine
+from clipserve.engine.inference import settle
 from clipserve.engine.metrics import Metrics
 from clipserve.models import devices
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
 from clipserve.server.limits import Limits, MiB
-from clipserve.server.uri_fetch import UriPolicy
+from clipserve.server.uri_policy import UriPolicy
 
 T = TypeVar("T")
 
@@ -55,23 +56,15 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
     def work() -> None:
         try:
             result = function(*args)
         except BaseException as exc:
             with contextlib.suppress(RuntimeError):  # the loop may be gone already
-                loop.call_soon_threadsafe(settle, None, exc)
+                loop.call_soon_threadsafe(settle, future, None, exc)
             return
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
+            loop.call_soon_threadsafe(settle, future, result, None)
 
     threading.Thread(target=work, name="clipserve-load", daemon=True).start()
     return await future

@@ -1,17 +1,14 @@
 """Reading a document's ``uri`` on the server, safely (SSRF defence).
 
-By default the server reads nothing a client names: no remote URL, no local file. Clients
-send bytes (``blob``/``tensor``). Only ``data:`` URIs are always accepted, because they
-carry their bytes inline and touch nothing outside the request.
+``data:`` URIs carry their bytes inline and are always decoded. Remote ``http(s)`` URLs
+are fetched under the ``UriPolicy`` (``uri_policy``: public addresses by default):
 
-When remote fetching is enabled (``UriPolicy(enabled=True, ...)``):
-
-- the scheme must be in ``allowed_schemes`` and the host must match ``allowed_hosts``
-  (exact names, or ``*.example.com`` for any sub-domain; empty means any host);
+- the scheme must be allowed and the host must match ``allowed_hosts`` (empty: any host);
 - the host is resolved here (``getaddrinfo`` in a thread) and every address it resolves to
-  must be public: loopback, link-local, private, shared (CGNAT), multicast, reserved and
-  unspecified addresses are refused, including IPv4 addresses hidden in IPv6 forms
-  (``::ffff:a.b.c.d``, NAT64, 6to4), unless ``allow_private``;
+  must pass the address rules (no cloud metadata service ever; no loopback, link-local,
+  private, shared (CGNAT), multicast, reserved or unspecified address, including IPv4
+  addresses hidden in IPv6 forms (``::ffff:a.b.c.d``, NAT64, 6to4), unless
+  ``allow_private``); a mixed answer is refused;
 - the connection goes to the very address that was checked. The URL handed to httpx names
   the IP, the ``Host`` header names the host, and for TLS the SNI and certificate check use
   the host name (httpcore's ``sni_hostname`` extension). A second DNS answer (rebinding)
@@ -23,8 +20,8 @@ When remote fetching is enabled (``UriPolicy(enabled=True, ...)``):
 Local files (``file://`` or a plain path) are read only with ``allow_file`` and only when
 the resolved path (symlinks followed) lies under one of ``file_roots``.
 
-Policy refusals raise ``InputRefusedError``; fetches that fail (unreachable, HTTP error,
-too large, too slow) raise ``InvalidInputError``. Messages name the URI and the reason.
+Policy refusals raise ``InputRefusedError`` naming the rule and how to change it; fetches
+that fail (unreachable, HTTP error, too large, too slow) raise ``InvalidInputError``.
 """
 
 from __future__ import annotations
@@ -32,13 +29,20 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
-from clipserve.errors import InputRefusedError, InvalidInputError
-from clipserve.server.limits import MiB
+from clipserve.errors import InvalidInputError
+from clipserve.server.uri_policy import (
+    IPAddress,
+    UriPolicy,
+    check_addresses,
+    check_enabled,
+    check_host,
+    check_scheme,
+    files_refused,
+)
 from clipserve.wire.data_uri import decode_data_uri
 from clipserve.wire.data_uri import shorten_uri as describe
 
@@ -46,27 +50,13 @@ if TYPE_CHECKING:  # httpx loads with the first fetch: `clipserve --help` does n
     import httpx
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class UriPolicy:
-    """What the server may read when a document names a ``uri``. Defaults: nothing."""
-
-    enabled: bool = False  # fetch remote http(s) URLs at all
-    allowed_schemes: tuple[str, ...] = ("https",)
-    allowed_hosts: tuple[str, ...] = ()  # "img.example.com", "*.example.com"; () = any host
-    allow_private: bool = False  # loopback / private / link-local targets
-    max_bytes: int = 16 * MiB
-    timeout_s: float = 10.0
-    max_redirects: int = 3
-    allow_file: bool = False  # file:// and plain paths, only under file_roots
-    file_roots: tuple[str, ...] = ()
-
-
-async def fetch_uri(uri: str, policy: UriPolicy) -> bytes:
-    """The bytes ``uri`` names, if ``policy`` allows reading them."""
+async def fetch_uri(
+    uri: str, policy: UriPolicy, *, transport: httpx.AsyncBaseTransport | None = None
+) -> bytes:
+    """The bytes ``uri`` names, if ``policy`` allows reading them. ``transport`` replaces
+    httpx's own (tests route the checked address to a loopback server with it)."""
     if not isinstance(uri, str) or not uri.strip():
         raise InvalidInputError("uri is empty")
     uri = uri.strip()
@@ -75,16 +65,13 @@ async def fetch_uri(uri: str, policy: UriPolicy) -> bytes:
         return decode_data_uri(uri, policy.max_bytes).data
     if scheme in ("", "file"):
         return await _read_file(uri, policy)
-    if not policy.enabled:
-        raise InputRefusedError(
-            f"uri {describe(uri)}: this server does not fetch URLs; send the image bytes "
-            "(blob) instead, or start the server with URI fetching enabled"
-        )
+    check_enabled(uri, policy)
     try:
-        return await asyncio.wait_for(_fetch_remote(uri, policy), policy.timeout_s)
+        return await asyncio.wait_for(_fetch_remote(uri, policy, transport), policy.timeout_s)
     except (TimeoutError, asyncio.TimeoutError) as exc:
         raise InvalidInputError(
-            f"uri {describe(uri)}: fetch did not finish within {policy.timeout_s:g} s"
+            f"uri {describe(uri)}: fetch did not finish within {policy.timeout_s:g} s "
+            "(rule uri_policy.timeout_s)"
         ) from exc
 
 
@@ -102,23 +89,21 @@ def _scheme_of(uri: str) -> str:
 
 async def _read_file(uri: str, policy: UriPolicy) -> bytes:
     if not policy.allow_file or not policy.file_roots:
-        raise InputRefusedError(
-            f"uri {describe(uri)}: this server does not read local files; send the bytes"
-        )
+        raise files_refused(uri, "", policy)
     parts = urlsplit(uri)
     if parts.scheme.lower() == "file":
         if parts.netloc not in ("", "localhost"):
-            raise InputRefusedError(f"uri {describe(uri)}: file URIs on other hosts are refused")
+            raise files_refused(uri, "file URIs on other hosts are never read", policy)
         raw_path = unquote_to_bytes(parts.path).decode("utf-8", "replace")
     else:
         raw_path = uri
     path = Path(raw_path).expanduser()
     if not path.is_absolute():
-        raise InputRefusedError(f"uri {describe(uri)}: relative paths are refused")
+        raise files_refused(uri, "relative paths are never read", policy)
     resolved = await asyncio.to_thread(path.resolve)
     roots = [Path(root).resolve() for root in policy.file_roots]
     if not any(resolved.is_relative_to(root) for root in roots):
-        raise InputRefusedError(f"uri {describe(uri)}: path is outside the allowed directories")
+        raise files_refused(uri, "path is outside the allowed directories", policy)
     return await asyncio.to_thread(_read_capped, resolved, uri, policy.max_bytes)
 
 
@@ -129,60 +114,21 @@ def _read_capped(path: Path, uri: str, max_bytes: int) -> bytes:
     except OSError as exc:
         raise InvalidInputError(f"uri {describe(uri)}: cannot read file ({exc.strerror})") from exc
     if len(data) > max_bytes:
-        raise InvalidInputError(f"uri {describe(uri)}: file larger than {max_bytes} bytes")
+        raise InvalidInputError(_too_large(uri, "file", max_bytes))
     return data
+
+
+def _too_large(uri: str, what: str, max_bytes: int) -> str:
+    return f"uri {describe(uri)}: {what} larger than {max_bytes} bytes (rule uri_policy.max_bytes)"
 
 
 # --- remote URLs ------------------------------------------------------------------------
 
 
-def host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
-    """Exact (case-insensitive) names, or ``*.example.com`` for strict sub-domains."""
-    if not allowed_hosts:
-        return True
-    host = host.lower().rstrip(".")
-    for pattern in allowed_hosts:
-        pattern = pattern.lower().rstrip(".")
-        if pattern == "*" or host == pattern:
-            return True
-        if pattern.startswith("*.") and host.endswith(pattern[1:]):
-            return True
-    return False
-
-
-def address_refusal(address: _IPAddress) -> str | None:
-    """Why ``address`` must not be contacted without ``allow_private``, or None."""
-    embedded: _IPAddress | None = None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            embedded = address.ipv4_mapped
-        elif address.sixtofour is not None:
-            embedded = address.sixtofour
-        elif address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if embedded is not None:
-        reason = address_refusal(embedded)
-        return f"{reason} (embedded in {address})" if reason else None
-    checks = (
-        ("is_loopback", "a loopback address"),
-        ("is_link_local", "a link-local address"),
-        ("is_multicast", "a multicast address"),
-        ("is_unspecified", "the unspecified address"),
-        ("is_reserved", "a reserved address"),
-        ("is_private", "a private address"),
-    )
-    for attribute, label in checks:
-        if getattr(address, attribute):
-            return f"{address} is {label}"
-    if not address.is_global:
-        return f"{address} is not a public address"
-    return None
-
-
-async def resolve_checked(host: str, port: int, uri: str, policy: UriPolicy) -> _IPAddress:
+async def resolve_checked(host: str, port: int, uri: str, policy: UriPolicy) -> IPAddress:
     """Resolve ``host`` once and check every address; return the one to connect to."""
     try:
-        literal: _IPAddress | None = ipaddress.ip_address(host)
+        literal: IPAddress | None = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
@@ -195,11 +141,7 @@ async def resolve_checked(host: str, port: int, uri: str, policy: UriPolicy) -> 
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         if not addresses:
             raise InvalidInputError(f"uri {describe(uri)}: host {host!r} has no address")
-    if not policy.allow_private:
-        for address in addresses:  # all must pass: a mixed answer is suspicious
-            reason = address_refusal(address)
-            if reason:
-                raise InputRefusedError(f"uri {describe(uri)}: host {host!r} refused: {reason}")
+    check_addresses(uri, host, addresses, policy)
     return addresses[0]
 
 
@@ -210,11 +152,7 @@ def _check_url(url: str, policy: UriPolicy) -> tuple[str, str, int]:
     except ValueError as exc:
         raise InvalidInputError(f"uri {describe(url)}: malformed URL ({exc})") from exc
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or scheme not in policy.allowed_schemes:
-        allowed = ", ".join(policy.allowed_schemes) or "none"
-        raise InputRefusedError(
-            f"uri {describe(url)}: scheme {scheme!r} is not allowed (allowed: {allowed})"
-        )
+    check_scheme(url, scheme, policy)
     try:
         host = parts.hostname
         port = parts.port or (443 if scheme == "https" else 80)
@@ -222,18 +160,19 @@ def _check_url(url: str, policy: UriPolicy) -> tuple[str, str, int]:
         raise InvalidInputError(f"uri {describe(url)}: malformed URL ({exc})") from exc
     if not host:
         raise InvalidInputError(f"uri {describe(url)}: URL has no host")
-    if not host_allowed(host, policy.allowed_hosts):
-        raise InputRefusedError(f"uri {describe(url)}: host {host!r} is not in the allow-list")
+    check_host(url, host, policy)
     return scheme, host, port
 
 
-async def _fetch_remote(uri: str, policy: UriPolicy) -> bytes:
+async def _fetch_remote(
+    uri: str, policy: UriPolicy, transport: httpx.AsyncBaseTransport | None
+) -> bytes:
     import httpx
 
     url = uri
     timeout = httpx.Timeout(policy.timeout_s)
     async with httpx.AsyncClient(
-        follow_redirects=False, trust_env=False, timeout=timeout
+        follow_redirects=False, trust_env=False, timeout=timeout, transport=transport
     ) as client:
         for _hop in range(policy.max_redirects + 1):
             scheme, host, port = _check_url(url, policy)
@@ -265,12 +204,15 @@ async def _fetch_remote(uri: str, policy: UriPolicy) -> bytes:
                 return await _read_body(response, uri, policy.max_bytes)
             finally:
                 await response.aclose()
-    raise InvalidInputError(f"uri {describe(uri)}: more than {policy.max_redirects} redirects")
+    raise InvalidInputError(
+        f"uri {describe(uri)}: more than {policy.max_redirects} redirects "
+        "(rule uri_policy.max_redirects)"
+    )
 
 
 async def _read_body(response: httpx.Response, uri: str, max_bytes: int) -> bytes:
     length = response.headers.get("content-length")
-    too_large = f"uri {describe(uri)}: body larger than {max_bytes} bytes"
+    too_large = _too_large(uri, "body", max_bytes)
     if length is not None and length.isdigit() and int(length) > max_bytes:
         raise InvalidInputError(too_large)
     chunks: list[bytes] = []

@@ -8,7 +8,9 @@ Authentication (when a token is configured): the ``Authorization`` header on the
 request, or else a first *text* frame ``{"authorization": "<token>"}`` (browsers cannot
 set headers). A wrong or missing credential closes with 1008 before anything is read.
 Without a configured token, such a first frame is ignored (a client cannot tell in advance).
-Request-level errors, overload included, are ERROR replies (``errors_map``).
+Request-level errors, overload included, are ERROR replies (``errors_map``). When a reload
+removes the connection's token, it reads no more, sends the replies in flight, and closes
+with 1008.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import weakref
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from clipserve.errors import AuthenticationError, ClipServeError
-from clipserve.server.auth import TokenAuth
-from clipserve.server.dispatch import Dispatcher
+from clipserve.server.auth import ANONYMOUS, TokenAuth
+from clipserve.server.dispatch import Caller, Dispatcher
 from clipserve.server.errors_map import (
     WS_NORMAL,
     WS_UNSUPPORTED_DATA,
@@ -73,15 +75,24 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.send_lock = asyncio.Lock()
         self.closed = False
+        self.tenant = ANONYMOUS
+        self.revoked = asyncio.Event()
         self.peer = peer_address(websocket.client)
 
     async def run(self) -> None:
+        forget = None
         try:
             if not await self._authenticate():
                 return
+            forget = self.tenant.on_revoke(self.revoked.set)
             first = not self.owner.auth.enabled
             while not self.closed:
-                message = await self.ws.receive()
+                message = await self._receive_unless_revoked()
+                if message is None:  # the token was removed: answer what is in flight, close
+                    await self._finish_in_flight()
+                    reason = f"the token of tenant {self.tenant.name!r} was revoked"
+                    await self.close(1008, reason)
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("bytes")
@@ -103,8 +114,25 @@ class _Session:
         except WebSocketDisconnect:
             pass
         finally:
+            if forget is not None:
+                forget()
             for task in list(self.tasks):  # the client left: stop its work
                 task.cancel()
+
+    async def _receive_unless_revoked(self) -> dict | None:
+        """The next ASGI message, or None once the connection's token is revoked."""
+        if self.tenant is ANONYMOUS:  # no token, nothing to revoke
+            return await self.ws.receive()
+        receive = asyncio.ensure_future(self.ws.receive())
+        revoked = asyncio.ensure_future(self.revoked.wait())
+        try:
+            await asyncio.wait({receive, revoked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            revoked.cancel()
+        if receive.done():
+            return receive.result()
+        receive.cancel()
+        return None
 
     async def _authenticate(self) -> bool:
         auth = self.owner.auth
@@ -113,25 +141,26 @@ class _Session:
         header = self.ws.headers.get("authorization")
         try:
             if header is not None:
-                auth.check(header)
+                self.tenant = auth.check(header)
                 return True
             async with asyncio.timeout(AUTH_FRAME_TIMEOUT_S):
                 message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return False
-            auth.check(_token_from_frame(message.get("text")))
+            self.tenant = auth.check(_token_from_frame(message.get("text")))
             return True
         except (AuthenticationError, TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, AuthenticationError) else "no credential sent"
             self.owner.dispatcher.rejected(
-                "websocket", AuthenticationError(reason), client=self.peer
+                "websocket", AuthenticationError(reason), caller=Caller(client=self.peer)
             )
             await self.close(1008, reason)
             return False
 
     async def _answer(self, data: bytes) -> None:
         try:
-            await self.send(await self.owner.dispatcher.reply_for(data, "websocket", self.peer))
+            caller = Caller(tenant=self.tenant, client=self.peer)
+            await self.send(await self.owner.dispatcher.reply_for(data, "websocket", caller))
         except Exception as exc:  # not answered in band: the connection ends (errors_map)
             if not isinstance(exc, ClipServeError):
                 log.exception("WebSocket request failed")

@@ -72,6 +72,13 @@ def request_from_json(obj: Any, default_endpoint: str = "/") -> DataRequestProto
     request_id = header.get("request_id") or top.get("request_id")
     if request_id is not None:
         request.header.request_id = _string(request_id, "header.requestId")
+    timeout = header.get("timeout")
+    if timeout is not None:  # the request's deadline, ms from its arrival (jina's field)
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout < 2**32:
+            raise InvalidInputError(
+                f"header.timeout must be whole milliseconds (0 to 4294967295), got {timeout!r}"
+            )
+        request.header.timeout = timeout
     parameters = top.get("parameters")
     if parameters is not None:
         if not isinstance(parameters, Mapping):

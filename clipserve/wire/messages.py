@@ -85,6 +85,25 @@ def set_error(request: DataRequestProto, description: str, name: str = "ClipServ
     status.exception.executor = "clipserve"
 
 
+#: an ``exception.args`` entry of an ERROR reply: seconds to wait before sending it again
+RETRY_AFTER_ARG = "retry_after_s="
+
+
+def set_retry_after(reply: DataRequestProto, seconds: float) -> None:
+    reply.header.status.exception.args.append(f"{RETRY_AFTER_ARG}{seconds:.3f}")
+
+
+def retry_after_of(reply: DataRequestProto) -> float | None:
+    """The retry-after hint of an ERROR reply (``set_retry_after``), if it has one."""
+    for arg in reply.header.status.exception.args:
+        if arg.startswith(RETRY_AFTER_ARG):
+            try:
+                return max(0.0, float(arg[len(RETRY_AFTER_ARG) :]))
+            except ValueError:
+                return None
+    return None
+
+
 def is_error(request: DataRequestProto) -> bool:
     return request.header.status.code == StatusProto.ERROR
 

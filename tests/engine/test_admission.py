@@ -65,7 +65,7 @@ async def test_a_call_that_does_not_fit_waits_for_room(
     assert all(isinstance(o, np.ndarray) for o in await first)
     assert [o.shape for o in await second] == [(wrapped.dim,)] * 2
     assert wrapped.prepared_texts == [BLOCK, "x", "y", "a", "b"]
-    assert engine._admission.outstanding == {"text": 0, "image": 0}
+    assert engine._admission.outstanding == {"text": 0, "image": 0, "image_bytes": 0}
     assert waiting_gauge(metrics, "text") == 0
     await engine.stop()
 
@@ -92,8 +92,9 @@ async def test_waiting_calls_go_first_come_first_served_per_modality(
     image = asyncio.create_task(engine.encode([ImageItem(skimage_data.camera())]))
     await eventually(lambda: engine._admission.outstanding["image"] == 1, "the image is in")
     assert not big.done() and not small.done()
-    assert engine._admission.waiting == {"text": 4, "image": 0}
-    assert engine._admission.outstanding == {"text": 3, "image": 1}  # images have room
+    assert engine._admission.waiting == {"text": 4, "image": 0, "image_bytes": 0}
+    camera_bytes = skimage_data.camera().nbytes  # held by the image until it is answered
+    assert engine._admission.outstanding == {"text": 3, "image": 1, "image_bytes": camera_bytes}
     wrapped.release.set()
     await asyncio.gather(first, big, small, image)
     assert wrapped.prepared_texts.index("big 1") < wrapped.prepared_texts.index("small")
@@ -113,7 +114,7 @@ async def test_a_caller_leaving_while_waiting_lets_the_next_one_in(
     wrapped.release.set()
     await asyncio.gather(first, small)
     assert "big 1" not in wrapped.prepared_texts
-    assert engine._admission.outstanding == {"text": 0, "image": 0}
+    assert engine._admission.outstanding == {"text": 0, "image": 0, "image_bytes": 0}
     await engine.stop()
 
 

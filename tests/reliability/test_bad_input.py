@@ -113,9 +113,12 @@ BAD_DOCS = {
     "tensor-object-dtype": BadDoc(object_dtype_tensor, "not numeric", over_json=False),
     "tensor-zero-size-bomb": BadDoc(zero_size_tensor_bomb, "too large", over_json=False),
     "empty-text": BadDoc(lambda i: DocumentProto(id=i, text=""), "no content"),
-    "uri-remote": BadDoc(
+    "uri-metadata": BadDoc(
         lambda i: DocumentProto(id=i, uri="http://169.254.169.254/latest/meta-data/"),
-        "does not fetch URLs",
+        "cloud metadata service address",
+    ),
+    "uri-private": BadDoc(
+        lambda i: DocumentProto(id=i, uri="http://10.0.0.1/a.jpg"), "10.0.0.1 is a private address"
     ),
     "uri-local-file": BadDoc(
         lambda i: DocumentProto(id=i, uri="file:///etc/passwd"), "does not read local files"

@@ -15,10 +15,8 @@ import contextlib
 import ctypes
 import gc
 import json
-import os
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -29,88 +27,15 @@ from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import connect
 
 from clipserve import Client
-from clipserve.engine import CachedEngine, Engine
 from clipserve.engine.metrics import Metrics
 from clipserve.errors import ServerUnavailableError
-from clipserve.models.base import EmbeddingModel, ImageSource
 from clipserve.models.hashing import HashModel
 from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire import GRPC_METHOD, WS_SUBPROTOCOL, DataRequestProto, DocumentProto
 from clipserve.wire.messages import new_request
+from tests.reliability.gated import FAIL, GatedModel, engine_of, sample, texts_request
 from tests.reliability.protocols import rss_bytes, send
 from tests.waiting import FAILSAFE_S, eventually
-
-FAIL = "<inject model failure>"
-
-
-class GatedModel(EmbeddingModel):
-    """The hash model, made slow by ``delay_s`` per forward pass; a forward waits while
-    ``gate`` is closed (``entered`` tells that one has started); fails on ``FAIL``."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.inner = HashModel()
-        self.name, self.dim, self.backend = "hash", self.inner.dim, "none"
-        self.delay_s = delay_s
-        self.forwards = 0
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-
-    def hold(self) -> None:
-        """Close the gate: the next forward pass waits (and sets ``entered``)."""
-        self.entered.clear()
-        self.gate.clear()
-
-    def _pass(self) -> None:
-        self.entered.set()
-        if not self.gate.wait(FAILSAFE_S):
-            raise RuntimeError("the test never opened the gate")
-        time.sleep(self.delay_s)  # the model's own (simulated) compute time
-
-    def prepare_image(self, image: ImageSource) -> np.ndarray:
-        return self.inner.prepare_image(image)
-
-    def prepare_texts(self, texts: Sequence[str]) -> Any:
-        return list(texts), self.inner.prepare_texts(texts)
-
-    def forward_texts(self, tokens: Any) -> np.ndarray:
-        texts, inner = tokens
-        self.forwards += 1
-        self._pass()
-        if FAIL in texts:
-            raise RuntimeError("injected failure on the marker text")
-        return self.inner.forward_texts(inner)
-
-    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        self._pass()
-        return self.inner.forward_images(pixels)
-
-
-def sample(metric: Any, **labels: str) -> float:
-    """Sum of a metric's samples whose labels include ``labels``."""
-    total = 0.0
-    for family in metric.collect():
-        for s in family.samples:
-            if s.name.endswith(("_created", "_bucket")):
-                continue
-            if all(s.labels.get(k) == v for k, v in labels.items()):
-                total += s.value
-    return total
-
-
-def texts_request(request_id: str, count: int, blob_kib: int = 0) -> DataRequestProto:
-    docs = [DocumentProto(id=f"{request_id}-{i}", text=f"{request_id} {i}") for i in range(count)]
-    if blob_kib:
-        docs = [DocumentProto(id=d.id, blob=os.urandom(blob_kib * 1024)) for d in docs]
-    return new_request(docs, request_id=request_id)
-
-
-def engine_of(server: RunningServer) -> Engine:
-    """The server's batching engine (behind its embedding cache, if it has one)."""
-    engine = server.server.engine
-    assert engine is not None
-    return engine.engine if isinstance(engine, CachedEngine) else engine
-
 
 # --- a killed server: the client fails fast --------------------------------------------------
 

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from clipserve.engine.metrics import Metrics
 from clipserve.server.app import RunningServer, loopback_config, running_server
 from clipserve.wire.json_codec import request_to_json
+from tests.reliability.gated import GatedModel, engine_of, sample, texts_request
 from tests.reliability.protocols import send
-from tests.reliability.test_faults import GatedModel, engine_of, sample, texts_request
 from tests.waiting import FAILSAFE_S, eventually
 
 ITEMS_PER_REQUEST = 512
@@ -30,7 +30,9 @@ REQUESTS = 4
 def held_server() -> Iterator[tuple[RunningServer, Metrics, GatedModel]]:
     """The model's gate is closed: the first batch is held, everything else queues."""
     metrics, model = Metrics(CollectorRegistry()), GatedModel()
-    config = loopback_config(max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0)
+    config = loopback_config(
+        max_batch_size=8, max_queue_items=100_000, shutdown_grace_s=1.0, cache_mb=0
+    )
     with running_server(config, model=model, metrics=metrics) as running:
         model.hold()  # after the warm-up pass
         try:
@@ -92,8 +94,10 @@ async def test_disconnected_http_client_work_is_cancelled(held_server, kind, abo
     answer = await send(server, "http-json", texts_request("after", 2))  # the server goes on
     assert not answer.failed, answer.message
     assert sample(metrics.items, outcome="ok") == 2
-    # only the batches already in the pipeline (replicas + 1 = 2) ran, plus "after"
-    assert model.forwards - forwards <= 3
+    # only the held batch ran, plus "after": the batch prepared behind it was dropped once
+    # the replica was free, and everything queued was dropped at the hang-up
+    assert model.forwards - forwards == 2
+    assert sample(metrics.dropped, reason="cancelled") == total - 8  # all but the held 8
 
 
 async def test_a_client_that_waits_still_gets_its_reply(held_server) -> None:

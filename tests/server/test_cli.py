@@ -143,9 +143,10 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
         "model: hash\nshutdown_grace_s: 60\n"
         "uri_policy: {enabled: true, allowed_schemes: [http], allow_private: true, timeout_s: 60}\n"
     )  # generous grace and fetch timeouts: failsafes only
-    with held_image_site() as (image_url, requested, release), serve(
-        tmp_path, "--config", str(config), "--grpc-port", "0", "--http-port", "0"
-    ) as served:
+    with (
+        held_image_site() as (image_url, requested, release),
+        serve(tmp_path, "--config", str(config), "--grpc-port", "0", "--http-port", "0") as served,
+    ):
         url = f"http://127.0.0.1:{served.ports['http']}/post"
         body = {"data": [{"id": "held", "uri": image_url}]}
         result: dict[str, httpx.Response] = {}
@@ -251,6 +252,16 @@ def test_limit_and_uri_flags_merge_into_the_yaml_mappings(tmp_path):
         "enabled": True,
         "allowed_hosts": ("img.example.com", "*.cdn.example.com"),
     }
+
+
+def test_uri_flags_turn_fetching_off_or_let_private_networks_in():
+    def policy(*flags: str) -> object:
+        return config_from_args(build_parser().parse_args(["serve", *flags])).uri_policy
+
+    assert policy() is None  # UriPolicy's defaults: public http(s) fetched
+    assert policy("--no-fetch-uris") == {"enabled": False}
+    assert policy("--uri-allow-private") == {"allow_private": True}
+    assert policy("--uri-allowed-hosts", "a.example") == {"allowed_hosts": ("a.example",)}
 
 
 def test_defaults_match_the_documented_ones():

@@ -110,3 +110,45 @@ def test_clipserve_cache_follows_xdg_cache_home(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("CLIPSERVE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, as XDG says
     assert clipserve_cache_dir().parent.is_absolute()
+
+
+def test_reliability_settings_come_from_the_environment_too(tmp_path) -> None:
+    """The watchdog, memory, tenant and URI settings read like every other one."""
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text("alice: alice-token\n")
+    environ = {
+        "CLIPSERVE_MODEL": "hash",
+        "CLIPSERVE_FORWARD_TIMEOUT_S": "12.5",
+        "CLIPSERVE_EXIT_ON_STUCK": "on",
+        "CLIPSERVE_MAX_QUEUE_IMAGE_MB": "64",
+        "CLIPSERVE_MAX_DECODING_MEGAPIXELS": "24",
+        "CLIPSERVE_AUTH_TOKENS_FILE": str(tokens),
+        "CLIPSERVE_FETCH_URIS": "0",
+        "CLIPSERVE_URI_ALLOW_PRIVATE": "1",
+        "CLIPSERVE_URI_ALLOWED_HOSTS": "img.example.com, *.cdn.example",
+    }
+    config = config_from_args(build_parser().parse_args(["serve"]), environ=environ)
+    assert (config.forward_timeout_s, config.exit_on_stuck) == (12.5, True)
+    assert (config.max_queue_image_mb, config.max_decoding_megapixels) == (64, 24)
+    assert config.auth_tokens_file == str(tokens)
+    assert config.uri_policy == {
+        "enabled": False,
+        "allow_private": True,
+        "allowed_hosts": ("img.example.com", "*.cdn.example"),
+    }
+    # a flag still wins over its variable
+    args = build_parser().parse_args(["serve", "--fetch-uris", "--forward-timeout-s", "0"])
+    config = config_from_args(args, environ={**environ, "CLIPSERVE_EXIT_ON_STUCK": "0"})
+    assert config.uri_policy["enabled"] is True and config.forward_timeout_s == 0
+
+
+def test_serve_help_shows_the_reliability_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    for shown in ("--forward-timeout-s SECONDS", "(0: no watchdog) (default: 300)",
+                  "--max-decoding-megapixels MEGAPIXELS", "--auth-tokens-file FILE",
+                  "--fetch-uris, --no-fetch-uris", "data: URIs always work) (default: on)",
+                  "cloud metadata addresses stay refused (default: off)",
+                  "(default: any public host)", "--exit-on-stuck", "status 70"):  # fmt: skip
+        assert shown in flat, shown

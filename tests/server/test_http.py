@@ -18,6 +18,7 @@ from clipserve.server.app import loopback_config, running_server
 from clipserve.wire import DataRequestProto, StatusProto
 from clipserve.wire.ndarray import read_ndarray
 from tests.engine.helpers import BLOCK, WrappedModel
+from tests.reliability.public_origin import PUBLIC_IP, public_image_host
 from tests.server.conftest import CORS_ORIGIN, text_request
 from tests.waiting import FAILSAFE_S
 
@@ -67,16 +68,31 @@ def test_curl_base64_blob_example(hash_server, hash_model, jpeg_photos, tmp_path
     assert base64.b64decode(reply["data"][1]["blob"]) == jpeg_photos["chelsea"]
 
 
-def test_curl_uri_example_is_refused_clearly_by_default(hash_server):
-    remote = CURL_URI % "https://clip-as-service.jina.ai/_static/favicon.png"
-    reply = run_curl(remote, hash_server.urls["http"] + "/post")
-    status = reply["header"]["status"]
-    assert status["code"] == StatusProto.ERROR
-    assert "does not fetch URLs" in status["description"]
-    assert reply["data"][0]["embedding"] is not None  # the text still got its embedding
+def test_curl_uri_example_fetches_a_public_image_on_a_default_server(
+    hash_server, hash_model, jpeg_photos, monkeypatch
+):
+    """The spec's remote-image example against a default server: the URL names a public
+    host (resolved by a fake DNS answer and routed to a loopback origin, see
+    ``public_image_host``), and the image is fetched and embedded."""
+    photo = jpeg_photos["chelsea"]
+    with public_image_host(hash_server, monkeypatch, photo) as (url, transport):
+        reply = run_curl(CURL_URI % url, hash_server.urls["http"] + "/post")
+    assert reply["header"]["status"]["code"] == 0, reply["header"]["status"]
+    image = np.array(reply["data"][1]["embedding"], dtype=np.float32)
+    np.testing.assert_array_equal(image, hash_model.encode_images([photo])[0])
+    assert [address for address, _ in transport.connected] == [PUBLIC_IP]
     # verbatim (an empty uri): on "/" an empty document is embedded as "" like profile()
     verbatim = run_curl(CURL_URI % "", hash_server.urls["http"] + "/post")
     assert verbatim["header"]["status"]["code"] == 0
+
+
+def test_curl_uri_example_on_a_private_address_is_refused_naming_the_rule(hash_server):
+    reply = run_curl(CURL_URI % "http://10.0.0.8/cat.jpg", hash_server.urls["http"] + "/post")
+    status = reply["header"]["status"]
+    assert status["code"] == StatusProto.ERROR
+    assert "10.0.0.8 is a private address" in status["description"]
+    assert "--uri-allow-private" in status["description"]
+    assert reply["data"][0]["embedding"] is not None  # the text still got its embedding
 
 
 def test_openapi_lists_the_post_paths_clip_client_looks_for(hash_server):
@@ -184,9 +200,9 @@ def test_metrics_count_http_requests(hash_server):
     assert 'clipserve_request_seconds_count{endpoint="/",protocol="http"}' in text
     # the OpenAI route is counted by the same dispatcher, latency included
     openai = 'endpoint="/v1/embeddings",protocol="http"'
-    assert f"clipserve_requests_total{{{openai},status=\"ok\"}}" in text
-    assert f"clipserve_requests_total{{{openai},status=\"invalid\"}}" in text
-    assert f"clipserve_documents_total{{{openai},status=\"ok\"}}" in text
+    assert f'clipserve_requests_total{{{openai},status="ok"}}' in text
+    assert f'clipserve_requests_total{{{openai},status="invalid"}}' in text
+    assert f'clipserve_documents_total{{{openai},status="ok"}}' in text
     assert f"clipserve_request_seconds_count{{{openai}}}" in text
 
 

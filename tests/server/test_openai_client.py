@@ -67,7 +67,8 @@ def server(builtin_model) -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def strict_server(builtin_model) -> Iterator[RunningServer]:
-    """The default URI policy (no URL fetching) and a queue that takes 4 items at most."""
+    """The default URI policy (public URLs only: the loopback photo site is refused) and a
+    queue that takes 4 items at most."""
     config = loopback_config(
         model="builtin", max_queue_items=4, max_queue_wait_s=0, cache_mb=0
     )  # no cache: it would answer repeated inputs without the queue
@@ -119,7 +120,9 @@ def test_urls_obey_the_uri_policy(strict_server, jpeg_photos, photo_site) -> Non
         api(strict_server).embeddings.create(
             model="builtin", input=inputs, extra_body={"modality": "image"}
         )
-    assert "input[1]" in info.value.message and "does not fetch URLs" in info.value.message
+    message = info.value.message
+    assert "input[1]" in message and "127.0.0.1 is a loopback address" in message
+    assert "--uri-allow-private" in message  # the rule's remedy
     assert info.value.param == "input" and info.value.code == "refused"
 
 

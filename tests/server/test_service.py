@@ -134,7 +134,7 @@ async def test_failing_documents_are_named_and_the_rest_still_answered(
     docs = [
         text_doc("good", "fine"),
         DocumentProto(id="empty"),
-        DocumentProto(id="remote", uri="https://example.com/cat.png"),
+        DocumentProto(id="remote", uri="http://10.1.1.1/cat.png"),
         image_doc("huge", b"\x89PNG" + bytes(2_100_000)),
         tensor_doc("flat", np.zeros(12, dtype=np.uint8)),
     ]
@@ -273,9 +273,7 @@ async def test_rank_names_a_failing_match(service: Dispatcher) -> None:
 # ---- OpenAI-compatible /v1/embeddings --------------------------------------------------
 
 
-async def test_openai_texts_and_base64(
-    service: Dispatcher, hash_model: EmbeddingModel
-) -> None:
+async def test_openai_texts_and_base64(service: Dispatcher, hash_model: EmbeddingModel) -> None:
     reply = await service.answer_openai({"input": ["a cat", "a dog"], "model": "hash"})
     assert reply["object"] == "list" and reply["model"] == "hash"
     assert [d["index"] for d in reply["data"]] == [0, 1]
@@ -353,9 +351,7 @@ async def test_service_embeddings_equal_the_model_in_process(
     assert embedding(out[0]).shape == (builtin_model.dim,)
 
 
-async def test_a_corrupt_photo_fails_alone(
-    builtin_service: Dispatcher, cat_png: bytes
-) -> None:
+async def test_a_corrupt_photo_fails_alone(builtin_service: Dispatcher, cat_png: bytes) -> None:
     docs = [image_doc("cat", cat_png), image_doc("cut", cat_png[: len(cat_png) // 2])]
     reply = await builtin_service.answer(request(docs), "grpc")
     assert reply.header.status.description.startswith("1 of 2 documents failed: 'cut': ")

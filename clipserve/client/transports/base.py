@@ -23,6 +23,8 @@ class TransportOptions:
     verify: bool | str = True  # False: do not verify TLS; str: CA bundle file
     prefetch: int = 16
     http_format: str = "auto"  # "auto" (protobuf with clipserve, else JSON), "json", "protobuf"
+    #: the client's ``timeout``: each request's deadline, told to the server (None: none)
+    request_timeout: float | None = None
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.address.tls:

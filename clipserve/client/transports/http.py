@@ -2,7 +2,12 @@
 ``httpx.AsyncClient``. The target path is chosen as clip-client does (after reading
 ``/openapi.json``: the endpoint itself if listed, else ``/default``, else ``/post``) and the
 body is jina's JSON. A clipserve server announces itself (``x-clipserve`` in its OpenAPI
-document); then requests and replies travel as protobuf (``application/x-protobuf``)."""
+document); then requests and replies travel as protobuf (``application/x-protobuf``).
+
+Each POST carries the client's ``timeout`` as ``X-Request-Timeout`` (the server drops the
+request once it has passed). A 429 from a tenant's rate limit refuses one request only: it
+becomes that request's ERROR reply (with its retry-after), as on the streaming protocols,
+so the pipeline resends it alone instead of abandoning the others."""
 
 from __future__ import annotations
 
@@ -18,10 +23,11 @@ from clipserve.client.jsonreply import reply_from_json, request_to_json_body
 from clipserve.client.transports.base import Transport, TransportOptions, os_reason
 from clipserve.errors import ClientTimeoutError, RemoteError, ServerUnavailableError
 from clipserve.wire.clipserve_wire_pb2 import DataRequestProto
-from clipserve.wire.messages import endpoint_of
+from clipserve.wire.messages import endpoint_of, set_error, set_retry_after
 
 PROTOBUF = "application/x-protobuf"
 CLIPSERVE_MARKER = "x-clipserve"
+TIMEOUT_HEADER = "X-Request-Timeout"
 
 
 class _Pool:
@@ -45,6 +51,8 @@ class HttpTransport(Transport):
     def _new_client(self) -> httpx.AsyncClient:
         options = self.options
         headers = {"Authorization": options.token} if options.token else {}
+        if options.request_timeout is not None:
+            headers[TIMEOUT_HEADER] = f"{options.request_timeout:g}"
         limit = max(1, options.prefetch)
         return httpx.AsyncClient(
             base_url=options.address.http_base,
@@ -135,17 +143,21 @@ class HttpTransport(Transport):
             raise ClientTimeoutError(f"{url}: no HTTP reply in time") from exc
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
-        reply = self._read_reply(response)
+        reply = self._read_reply(response, request)
         if not reply.header.request_id:  # one reply per POST: it answers this request
             reply.header.request_id = request.header.request_id
         return reply
 
-    def _read_reply(self, response: httpx.Response) -> DataRequestProto:
+    def _read_reply(self, response: httpx.Response, request: DataRequestProto) -> DataRequestProto:
         url = self.options.address.url
         status = response.status_code
         is_protobuf = response.headers.get("content-type", "").startswith(PROTOBUF)
         if status >= 300:
-            raise from_http(status, _detail(response), url)
+            name, retry_after = _error_facts(response)
+            error = from_http(status, _detail(response), url, name, retry_after)
+            if name == "RateLimitedError":  # refuses this request only: its ERROR reply
+                return _refusal(request, error, retry_after)
+            raise error
         try:
             if is_protobuf:
                 return DataRequestProto.FromString(response.content)
@@ -222,6 +234,31 @@ class HttpTransport(Transport):
             await pool.client.aclose()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _error_facts(response: httpx.Response) -> tuple[str | None, float | None]:
+    """The clipserve error type and the retry-after hint (body, else header) of an error."""
+    name = retry_after = None
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        error = response.json().get("error") or {}
+        name = str(error.get("type")) if error.get("type") else None
+        if error.get("retry_after_s") is not None:
+            retry_after = float(error["retry_after_s"])
+    if retry_after is None:
+        with contextlib.suppress(TypeError, ValueError):
+            retry_after = float(response.headers.get("retry-after"))
+    return name, retry_after
+
+
+def _refusal(
+    request: DataRequestProto, error: Exception, retry_after: float | None
+) -> DataRequestProto:
+    reply = DataRequestProto()
+    reply.header.request_id = request.header.request_id
+    set_error(reply, str(error), "RateLimitedError")
+    if retry_after is not None:
+        set_retry_after(reply, retry_after)
+    return reply
 
 
 def _detail(response: httpx.Response) -> str:

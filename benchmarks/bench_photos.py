@@ -3,8 +3,10 @@
 For each model setting, a `clipserve serve` subprocess (default settings: fast decode, one
 decode thread per CPU, embedding cache on) gets distinct 12 MP and 3 MP JPEGs (packaged
 photos scaled up, with camera-like grain: tests/photos.py) in requests of ``--batch`` over
-``--streams`` gRPC streams. Every request's photos carry a fresh JPEG comment, so no two
-files sent are the same bytes and the cache never answers (its hashing cost is included).
+``--streams`` gRPC streams, ``--requests`` each (one in flight per stream, so the server holds
+several requests at once and decodes one while the model runs another). Every request's
+photos carry a fresh JPEG comment, so no two files sent are the same bytes and the cache
+never answers (its hashing cost is included).
 In between, this process runs the same model's forward pass alone on already-prepared
 pixels (same batch size, same thread settings). Rounds alternate, so both see the same
 machine; the ratio is per round. The profile columns split the server's CPU time: decode +
@@ -14,7 +16,7 @@ shared with other work that ratio predicts the throughput ratio the server would
 the cores to itself better than wall-clock rates do.
 
     python benchmarks/bench_photos.py [--settings builtin:torch:float,ViT-B-32::random:onnx:int8]
-        [--megapixels 12,3] [--photos 32] [--rounds 3] [--batch 32] [--streams 2]
+        [--megapixels 12,3] [--photos 32] [--rounds 3] [--batch 32] [--streams 4] [--requests 4]
 
 Also ``--scaling``: decode + preprocess of the 12 MP photos on 1 thread, on one thread per
 CPU and on one process per CPU (is the GIL in the way?).
@@ -101,7 +103,7 @@ def served(server, photos: list[bytes], args: argparse.Namespace, round_tag: str
         ]
         return new_request(docs, "/encode", {"drop_image_content": True})
 
-    per_stream = max(1, len(photos) // (args.batch * args.streams))
+    per_stream = args.requests
     cpu_before = process_cpu_seconds(server.process.pid)
     prepare_before = prepare_cpu_seconds(server.http_port)
     rate, _ = asyncio.run(
@@ -133,7 +135,7 @@ def bench_setting(setting: str, sizes: dict[float, list[bytes]], args: argparse.
         for megapixels, photos in sizes.items():
             runs = []
             for index in range(args.rounds):
-                model_rate, model_cpu = model_only(model, pixels, max(2, len(photos) // args.batch))
+                model_rate, model_cpu = model_only(model, pixels, args.requests * args.streams)
                 rate, share, served_cpu = served(server, photos, args, f"{megapixels}-{index}")
                 runs.append((model_rate, rate, rate / model_rate, share, model_cpu, served_cpu))
                 print(f"  {setting} {megapixels:g} MP round {index}: served {rate:.1f}, "
@@ -175,7 +177,10 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=32, help="distinct photos per size")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--streams", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=4)
+    parser.add_argument(
+        "--requests", type=int, default=4, help="requests per stream, one in flight per stream"
+    )
     parser.add_argument("--scaling", action="store_true", help="only the threads/processes table")
     args = parser.parse_args()
     sizes = {float(mp): [data for _, data in big_photos(args.photos, float(mp))]
@@ -192,8 +197,8 @@ def main() -> None:
         rows += bench_setting(setting, sizes, args)
     load_after = os.getloadavg()[0]
     print(f"\n{cpu_kind()}; {time.strftime('%Y-%m-%d')}; 1-min load {load_before:.1f} -> "
-          f"{load_after:.1f}; requests of {args.batch} over {args.streams} gRPC streams; "
-          f"medians of {args.rounds} rounds")  # fmt: skip
+          f"{load_after:.1f}; {args.requests} requests of {args.batch} on each of "
+          f"{args.streams} gRPC streams; medians of {args.rounds} rounds")  # fmt: skip
     print(
         "| model | photos | model alone, images/s | served, images/s | served / model "
         "(target >= 0.8) | decode share of server CPU | CPU ms/image, model alone / served "

@@ -18,6 +18,7 @@ from clipserve.server import logs
 from clipserve.server.config import (
     AUTH_TOKEN_ENV,
     BACKENDS,
+    GPU_DECODE_MODES,
     PRECISIONS,
     PROTOCOLS,
     ServerConfig,
@@ -114,11 +115,26 @@ def _model_flags(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="float (float32 on CPU, float16 on CUDA), bf16 (backend torch, hardware with "
-        "bf16), int8 (backend onnx, CPU)",
+        help="float (float32 on CPU, float16 on CUDA), fp32, fp16 (CUDA), bf16 (backend "
+        "torch, hardware with bf16), int8 (backend onnx, CPU)",
     )
-    g.add_argument("--device", help="torch device or onnx provider hint (cuda:0,cuda:1 spreads "
-                   "replicas)")  # fmt: skip
+    g.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="cpu, cuda, cuda:N or auto (CUDA where torch sees a GPU); a comma list "
+        "(cuda:0,cuda:1) spreads --replicas",
+    )
+    g.add_argument(
+        "--gpu-decode",
+        choices=GPU_DECODE_MODES,
+        help="decode JPEGs on the GPU (nvJPEG via torchvision): auto for big JPEGs where it "
+        "can run, on, off",
+    )
+    g.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay the image tower as CUDA graphs (opt-in, unmeasured: docs/gpu.md)",
+    )
     g.add_argument("--cache-dir", metavar="DIR", help="root of both caches: DIR/hub, DIR/onnx")
 
 

@@ -6,6 +6,7 @@ by ``core.next_batch``; encode and rank share one call path (``_call``)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import time
@@ -33,6 +34,18 @@ DEFAULT_BATCH_SIZE = 128
 DEFAULT_PREFETCH = 8
 #: what profile() sends, as clip-client does: parameters that ask for timing results
 PROFILE_PARAMETERS = {"__results__": {}}
+
+
+#: clients not closed yet: closed at interpreter exit, while the background loop's daemon
+#: thread still runs (a gRPC channel left to its finalizer after that blocks the exit)
+_OPEN_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_clients() -> None:
+    for client in list(_OPEN_CLIENTS):
+        with contextlib.suppress(Exception):  # best effort: the process is ending anyway
+            client.close()
 
 
 class CallOptions(TypedDict, total=False):
@@ -147,6 +160,7 @@ class Client:
         )
         self._loop_thread = LoopThread()
         self._closed = False
+        _OPEN_CLIENTS.add(self)
 
     def __repr__(self) -> str:
         return f"Client({self.server!r})"
@@ -251,6 +265,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        _OPEN_CLIENTS.discard(self)
         self._loop_thread.close(self._close_loop_transport())
 
     async def aclose(self) -> None:

@@ -26,7 +26,7 @@ from clipserve.engine.ledger import Ledger
 from clipserve.engine.metrics import Metrics
 from clipserve.engine.replicas import ReplicaPool
 from clipserve.errors import ClipServeError, InvalidInputError, ModelError, ServerUnavailableError
-from clipserve.models.base import EmbeddingModel
+from clipserve.models.base import EmbeddingModel, PartialBatchError
 from clipserve.models.pixel_budget import PixelBudget
 
 
@@ -95,12 +95,17 @@ class BatchRunner:
                 live, inputs = await self._prepare_images(batch)
             if not live:
                 return
-            live, embeddings = await self._forward(modality, live, inputs)
+            live, embeddings, failures = await self._forward(modality, live, inputs)
             offset = 0
             for span in live:
                 rows = embeddings[offset : offset + len(span)]
+                if any(offset + index in failures for index in range(len(span))):
+                    for index, row in enumerate(rows):  # one outcome each, in place
+                        single = Span(span.group, span.start + index, span.start + index + 1)
+                        ledger.deliver(modality, single, [failures.get(offset + index, row)])
+                else:
+                    ledger.deliver(modality, span, list(rows))
                 offset += len(span)
-                ledger.deliver(modality, span, list(rows))
         except ClipServeError as exc:
             for span in live:
                 ledger.fail_unanswered(modality, span, exc)
@@ -125,7 +130,7 @@ class BatchRunner:
         except Exception as exc:
             raise ModelError(f"text preprocessing failed: {describe(exc)}") from exc
 
-    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], np.ndarray | None]:
+    async def _prepare_images(self, batch: list[Span]) -> tuple[list[Span], Any]:
         loop = asyncio.get_running_loop()
         prepare = self.model.prepare_image
         if self.pixel_budget is not None:
@@ -152,15 +157,13 @@ class BatchRunner:
                 arrays.append(result)
         if not live:
             return live, None
-        try:
-            return live, np.stack(arrays)
-        except ValueError as exc:
-            raise ModelError(f"preprocessed images differ in shape: {exc}") from exc
+        return live, self.model.collate_images(arrays)  # stacked, or the model's own batch
 
     async def _forward(
         self, modality: Modality, spans: list[Span], inputs: Any
-    ) -> tuple[list[Span], np.ndarray]:
-        """One forward pass for the spans still wanted once a replica is free."""
+    ) -> tuple[list[Span], np.ndarray, dict[int, ClipServeError]]:
+        """One forward pass for the spans still wanted once a replica is free: their
+        embeddings, and the inputs that failed alone inside the model (by row)."""
         replica = await self.replicas.acquire()
         try:
             kept = [span for span in spans if not span.group.future.done()]
@@ -168,11 +171,12 @@ class BatchRunner:
                 if span.group.future.done():
                     self.ledger.dropped(modality, span.group, len(span))
             if not kept:
-                return kept, np.zeros((0, 0), np.float32)
+                return kept, np.zeros((0, 0), np.float32), {}
             model = replica.model
             if modality == "image":
                 if len(kept) < len(spans):
-                    inputs = inputs[[i for i, span in enumerate(spans) if span in kept]]
+                    rows = [i for i, span in enumerate(spans) if span in kept]
+                    inputs = _rows_of(inputs, rows)
                 job = functools.partial(model.forward_images, inputs)
             elif len(kept) == len(spans):
                 job = functools.partial(model.forward_texts, inputs)
@@ -181,7 +185,11 @@ class BatchRunner:
                 job = functools.partial(_forward_texts_of, model, texts)
             count = sum(len(span) for span in kept)
             started = time.perf_counter()
-            output = await self.replicas.run(replica, job)
+            failures: dict[int, ClipServeError] = {}
+            try:
+                output = await self.replicas.run(replica, job)
+            except PartialBatchError as partial:  # e.g. a JPEG only the device found bad
+                output, failures = partial.embeddings, dict(partial.failures)
         finally:
             self.replicas.release(replica)
         self.metrics.forward_latency.labels(modality).observe(time.perf_counter() - started)
@@ -193,7 +201,14 @@ class BatchRunner:
             raise ModelError(
                 f"the model returned shape {list(embeddings.shape)} for {count} {modality} inputs"
             )
-        return kept, embeddings
+        return kept, embeddings, failures
+
+
+def _rows_of(inputs: Any, rows: list[int]) -> Any:
+    """The given rows of a collated image batch: an array, or a model's list of inputs."""
+    if isinstance(inputs, np.ndarray):
+        return inputs[rows]
+    return [inputs[row] for row in rows]
 
 
 def _timed(prepare: Callable[[Any], Any], cpu_seconds: Any) -> Callable[[Any], Any]:

@@ -16,12 +16,28 @@ from typing import Any
 
 import numpy as np
 
+from clipserve.errors import ClipServeError, ModelError
+from clipserve.models.devices import DeviceOptions
 from clipserve.models.images import DECODE_VERSION
 from clipserve.models.scoring import CLIP_AS_SERVICE, ScoreRule
 
 # An image as the engine hands it to a model: encoded file bytes (any Pillow format)
 # or a decoded uint8 array of shape [H, W, C] (C in 1, 3, 4).
 ImageSource = bytes | np.ndarray
+
+
+class PartialBatchError(ModelError):
+    """Some inputs of a batch failed inside the forward pass (an image that only turned out
+    undecodable there); the others have embeddings. The engine answers each input with its
+    own outcome: ``embeddings[i]``, or ``failures[i]`` where given (that row is meaningless)."""
+
+    def __init__(self, embeddings: np.ndarray, failures: dict[int, ClipServeError]) -> None:
+        first = min(failures)
+        super().__init__(
+            f"{len(failures)} of {len(embeddings)} inputs failed; input {first}: {failures[first]}"
+        )
+        self.embeddings = embeddings
+        self.failures = failures
 
 
 class EmbeddingModel(ABC):
@@ -60,8 +76,17 @@ class EmbeddingModel(ABC):
         result, to the model's fixed text length where it can (SigLIP)."""
 
     @abstractmethod
-    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        """Stacked ``prepare_image`` outputs -> float32 [N, dim]."""
+    def forward_images(self, pixels: Any) -> np.ndarray:
+        """``collate_images`` output (by default the stacked ``prepare_image`` outputs) ->
+        float32 [N, dim]. May raise ``PartialBatchError`` when single images fail in it."""
+
+    def collate_images(self, prepared: list[Any]) -> Any:
+        """One batch's ``prepare_image`` outputs -> the input of ``forward_images``: stacked
+        by default (models whose prepared images differ in kind or shape override it)."""
+        try:
+            return np.stack(prepared)
+        except ValueError as exc:
+            raise ModelError(f"preprocessed images differ in shape: {exc}") from exc
 
     @abstractmethod
     def forward_texts(self, tokens: Any) -> np.ndarray:
@@ -70,7 +95,7 @@ class EmbeddingModel(ABC):
     def encode_images(self, images: Sequence[ImageSource]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        pixels = np.stack([self.prepare_image(image) for image in images])
+        pixels = self.collate_images([self.prepare_image(image) for image in images])
         return self.forward_images(pixels)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -85,11 +110,23 @@ class EmbeddingModel(ABC):
         here. Subclasses that load weights override it; the default names only the class."""
         return f"{type(self).__module__}.{type(self).__qualname__}"
 
+    def use_device_options(self, options: DeviceOptions) -> None:
+        """Apply what ``options`` ask of an accelerator (GPU decode, CUDA graphs, uint8
+        pixels on the device). Models that run only on the CPU have nothing to apply."""
+        return None
+
+    def numerics(self) -> str:
+        """Where and how the numbers are computed, when that is not the float32-on-CPU,
+        host-preprocessed default: e.g. ``cuda-float16`` and the GPU decode's route. Part of
+        ``identity()``; empty by default (and for the default settings, so keys stay)."""
+        return ""
+
     def identity(self) -> str:
         """Everything that decides this model's output for a given input, as one string."""
         preprocess = "exact" if self.exact_preprocess else f"fast-{DECODE_VERSION}"
         parts = (self.name, self.backend, self.precision, self.weights_revision(), preprocess)
-        return "|".join(parts)
+        numerics = self.numerics()
+        return "|".join(parts + ((numerics,) if numerics else ()))
 
     def warmup(self) -> None:
         """Run one tiny batch of each modality so the first request is not slow."""

@@ -15,6 +15,9 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -43,6 +46,45 @@ def decode_image(
     """
     if isinstance(source, np.ndarray):
         return image_from_array(source, max_pixels=max_pixels, min_side=min_side)
+    data = _checked_bytes(source)
+    with _readable(data):
+        image = _open(data, max_pixels)
+        image.seek(0)  # first frame of GIF/APNG/WebP animations
+        if min_side:  # JPEG only (a no-op elsewhere): decode at a reduced scale
+            image.draft(None, (min_side, min_side))
+        # the size it will decode at: keep this after any reduced-scale draft() call
+        charge_decoded_pixels(image.width * image.height)
+        image.load()
+    image = shrink(image, min_side)
+    image = ImageOps.exif_transpose(image) or image
+    return to_rgb(image)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image's header tells without decoding a pixel."""
+
+    format: str  # Pillow's name: "JPEG", "PNG", ...
+    width: int  # as stored (before any EXIF rotation)
+    height: int
+    mode: str  # Pillow's mode: "RGB" (also YCbCr JPEGs), "L", "CMYK", ...
+    #: EXIF orientation, 1 (as stored) to 8
+    orientation: int = 1
+
+
+def probe_image(source: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """Read an encoded image's header with the checks and errors of ``decode_image``
+    (empty, too big, not an image, over the pixel limit); no pixel is decoded."""
+    data = _checked_bytes(source)
+    with _readable(data):
+        image = _open(data, max_pixels)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    if not isinstance(orientation, int) or not 1 <= orientation <= 8:
+        orientation = 1
+    return ImageHeader(str(image.format), image.width, image.height, image.mode, orientation)
+
+
+def _checked_bytes(source: object) -> bytes:
     if not isinstance(source, (bytes, bytearray, memoryview)):
         raise InvalidInputError(f"image must be bytes or an array, got {type(source).__name__}")
     data = bytes(source)
@@ -50,17 +92,23 @@ def decode_image(
         raise InvalidInputError("image is empty (zero bytes)")
     if len(data) > MAX_ENCODED_BYTES:
         raise InvalidInputError(f"image is {len(data)} bytes, above the {MAX_ENCODED_BYTES} limit")
+    return data
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Pillow's lazy open (header only) with the pixel limit checked."""
+    image = Image.open(io.BytesIO(data))
+    _check_size(image.width, image.height, max_pixels)
+    return image
+
+
+@contextmanager
+def _readable(data: bytes) -> Iterator[None]:
+    """Every way Pillow fails on bad data -> ``InvalidInputError`` with the reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            _check_size(image.width, image.height, max_pixels)
-            image.seek(0)  # first frame of GIF/APNG/WebP animations
-            if min_side:  # JPEG only (a no-op elsewhere): decode at a reduced scale
-                image.draft(None, (min_side, min_side))
-            # the size it will decode at: keep this after any reduced-scale draft() call
-            charge_decoded_pixels(image.width * image.height)
-            image.load()
+            yield
     except InvalidInputError:
         raise
     except UnidentifiedImageError as exc:
@@ -71,9 +119,10 @@ def decode_image(
         raise InvalidInputError(f"not a readable image: {_short(exc)}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise InvalidInputError(f"corrupt or truncated image: {_short(exc)}") from exc
-    image = shrink(image, min_side)
-    image = ImageOps.exif_transpose(image) or image
-    return to_rgb(image)
+
+
+#: the EXIF tag of the orientation
+_ORIENTATION = 0x0112
 
 
 def shrink(image: Image.Image, min_side: int | None) -> Image.Image:

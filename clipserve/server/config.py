@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS
+from clipserve.models.devices import GPU_DECODE_MODES, parse_devices
+from clipserve.models.precision import BACKEND_OF, BACKENDS, FLOAT, PRECISIONS, check_precision
 from clipserve.server.limits import Limits
 from clipserve.server.logs import FORMATS as LOG_FORMATS
 from clipserve.server.logs import LEVELS as LOG_LEVELS
@@ -42,10 +43,16 @@ class ServerConfig:
 
     model: str = "builtin"
     backend: str = "torch"
+    #: ``cpu``, ``cuda``, ``cuda:N``, ``auto`` or a comma list for replicas; see
+    #: ``clipserve.models.devices``
     device: str = "cpu"
-    #: ``float`` (float32 on CPU, float16 on CUDA), ``bf16`` (backend torch) or ``int8``
-    #: (backend onnx on CPU); see ``clipserve.models.precision``
+    #: ``float`` (float32 on CPU, float16 on CUDA), ``fp32``, ``fp16`` (CUDA), ``bf16``
+    #: (backend torch) or ``int8`` (backend onnx on CPU); see ``clipserve.models.precision``
     precision: str = FLOAT
+    #: JPEG decoding on the GPU (nvJPEG): ``auto`` (big JPEGs, where it can run), ``on``, ``off``
+    gpu_decode: str = "auto"
+    #: replay the image tower as CUDA graphs (opt-in: unmeasured; see docs/gpu.md)
+    cuda_graphs: bool = False
     cache_dir: str | None = None
     host: str = "0.0.0.0"
     grpc_port: int = 51000
@@ -139,6 +146,12 @@ class ServerConfig:
         if needed is not None and self.backend != needed:
             raise ValueError(
                 f"precision {self.precision} needs backend {needed}, not {self.backend!r}"
+            )
+        for device in parse_devices(self.device):
+            check_precision(self.precision, self.backend, device)
+        if self.gpu_decode not in GPU_DECODE_MODES:
+            raise ValueError(
+                f"gpu_decode must be one of {', '.join(GPU_DECODE_MODES)}, got {self.gpu_decode!r}"
             )
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both a certificate (tls_cert) and a key (tls_key)")

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from clipserve.engine import CachedEngine, EmbeddingCache, EncodingEngine
 from clipserve.engine.inference import settle
 from clipserve.engine.metrics import Metrics
+from clipserve.models import devices
 from clipserve.models.base import EmbeddingModel
 from clipserve.server.config import ServerConfig
 from clipserve.server.limits import Limits, MiB
@@ -27,8 +28,11 @@ T = TypeVar("T")
 def replica_devices(config: ServerConfig) -> list[str]:
     """The device of each replica: ``--device cuda:0,cuda:1`` spreads replicas over the
     listed devices in turn; a single device hosts every replica."""
-    devices = [d.strip() for d in config.device.split(",") if d.strip()] or ["cpu"]
-    return [devices[index % len(devices)] for index in range(max(1, config.replicas))]
+    return devices.replica_devices(config.device, config.replicas)
+
+
+def device_options(config: ServerConfig) -> devices.DeviceOptions:
+    return devices.DeviceOptions(gpu_decode=config.gpu_decode, cuda_graphs=config.cuda_graphs)
 
 
 def load_configured_model(config: ServerConfig, device: str | None = None) -> EmbeddingModel:
@@ -42,6 +46,7 @@ def load_configured_model(config: ServerConfig, device: str | None = None) -> Em
         precision=config.precision,
     )
     model.exact_preprocess = config.exact_preprocess
+    model.use_device_options(device_options(config))
     return model
 
 

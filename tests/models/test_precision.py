@@ -110,7 +110,7 @@ def test_int8_needs_onnx_on_cpu(tiny_dir: Path) -> None:
         load_model(str(tiny_dir), precision="int8")
     with pytest.raises(ValueError, match="int8.*'cpu' only"):
         load_model(str(tiny_dir), backend="onnx", device="cuda", precision="int8")
-    with pytest.raises(ValueError, match="precision must be one of float, bf16, int8"):
+    with pytest.raises(ValueError, match="precision must be one of float, fp32, fp16, bf16, int8"):
         load_model(str(tiny_dir), backend="onnx", precision="fp8")
     with pytest.raises(ValueError, match="int8 needs backend onnx"):
         ServerConfig(precision="int8")
@@ -122,7 +122,7 @@ def test_precisions_are_checked_against_backend_and_model(tiny_dir: Path) -> Non
         load_model(str(tiny_dir), backend="onnx", precision="bf16")
     with pytest.raises(ValueError, match="precision bf16 needs backend torch"):
         ServerConfig(precision="bf16", backend="onnx")
-    with pytest.raises(ValueError, match="built-in model runs in precision 'float' or 'int8'"):
+    with pytest.raises(ValueError, match="built-in model runs in precision 'float'.*not 'bf16'"):
         BuiltinModel(precision="bf16")
 
 

@@ -5,6 +5,10 @@ Learning by Convex Combination of Semantic Embeddings", ICLR 2014): the ImageNet
 EfficientNet-Lite0 predicts class probabilities, and the image vector is the probability-weighted
 mean of the text embeddings of its top-T classes, re-normalised. Both towers ship as PyPI wheels,
 so the model works with no network at all; it is a stand-in for CLIP, not its equal.
+
+On CUDA (backend torch) both towers and the class table move to the GPU (float16 for
+``float``/``fp16``, float32 for ``fp32``); images travel as uint8 224x224 crops and are
+normalised there (or, for big JPEGs with ``gpu_decode``, decoded and cropped there too).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from clipserve.models.base import EmbeddingModel, ImageSource
+from clipserve.models.accel.batch import DeviceImages
+from clipserve.models.accel.pixels import stage
+from clipserve.models.base import EmbeddingModel, ImageSource, PartialBatchError
 from clipserve.models.builtin import BUILTIN_DIM
 from clipserve.models.builtin.classes import (
     cached_class_embeddings,
@@ -29,7 +35,17 @@ from clipserve.models.builtin.classes import (
     load_class_texts,
 )
 from clipserve.models.builtin.text import MiniLMTextEncoder, TokenBatch
-from clipserve.models.builtin.vision import IMAGE_SIZE, lite0_weights_path, load_lite0, preprocess
+from clipserve.models.builtin.vision import (
+    IMAGE_SIZE,
+    NORMALIZER,
+    crop_plan,
+    lite0_weights_path,
+    load_lite0,
+    preprocess,
+    square_pixels,
+)
+from clipserve.models.devices import DeviceOptions, dtype_name, resolve, torch_dtype
+from clipserve.models.images import DEFAULT_MAX_PIXELS
 from clipserve.models.precision import BACKENDS, BF16, FLOAT, check_precision
 
 if TYPE_CHECKING:
@@ -49,6 +65,8 @@ ZOOM_FRACTION = 192 / 224
 #: time on a 2-core machine) and bound the input shapes oneDNN compiles and caches kernels for
 #: to IMAGE_CHUNK, whatever the engine's batch size: see docs/builtin-model.md ("Memory")
 IMAGE_CHUNK = 2
+#: the same on a GPU, where bigger passes are what keeps it busy
+CUDA_IMAGE_CHUNK = 256
 
 logger = logging.getLogger(__name__)
 
@@ -69,16 +87,21 @@ class BuiltinModel(EmbeddingModel):
     ) -> None:
         check_precision(precision, backend, device)
         if precision == BF16:
-            raise ValueError("the built-in model runs in precision 'float' or 'int8', not 'bf16'")
+            raise ValueError(
+                "the built-in model runs in precision 'float', 'fp32', 'fp16' (CUDA) or "
+                "'int8', not 'bf16'"
+            )
         if backend not in BACKENDS:
             raise ValueError(
                 f"the built-in model supports backends {', '.join(BACKENDS)}, not {backend!r}"
             )
-        if device != "cpu":
-            raise ValueError(f"the built-in model runs on 'cpu' only, not {device!r}")
+        self.device = resolve(device)
+        if self.device.type != "cpu" and backend != "torch":
+            raise ValueError(f"the built-in model runs on {device!r} with backend 'torch' only")
         self.backend = backend
-        self.device = device
         self.precision = precision
+        # the onnx backend's torch parts (class table, ConSE) stay float32
+        self.dtype = torch.float32 if backend == "onnx" else torch_dtype(precision, self.device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         started = time.perf_counter()
         with _quiet_transformers():
@@ -107,8 +130,13 @@ class BuiltinModel(EmbeddingModel):
         #: the bytes of both towers' weights and of the class-text table (see weights_revision)
         self._revision = vision_digest[:16] + text_digest[:16]
         self._revision += "-" + self.class_cache_file.stem.rsplit("-", 1)[-1]
-        self._class_embeddings = torch.from_numpy(embeddings)
+        self._class_embeddings = torch.from_numpy(embeddings).to(self.device)
         self._class_mean = self._class_embeddings.mean(dim=0)
+        if self.device.type != "cpu":
+            self._text.to(self.device, self.dtype)
+            self._vision = self._vision.to(device=self.device, dtype=self.dtype)
+        self._on_device: DeviceImages | None = None
+        self.use_device_options(DeviceOptions())
         self.startup_seconds = time.perf_counter() - started
         logger.info(
             "built-in model ready in %.1fs (class cache %s: %s)",
@@ -137,6 +165,28 @@ class BuiltinModel(EmbeddingModel):
             runtime = f"torch-{torch.__version__}"
         return f"{self._revision}-{conse}-{runtime}"
 
+    def use_device_options(self, options: DeviceOptions) -> None:
+        """uint8 crops to the device (CUDA by default), big JPEGs decoded there per
+        ``options.gpu_decode``. (No CUDA graphs: the image pass is a small CNN.)"""
+        self._on_device = None
+        if self._onnx is None and options.pixels_on_device(self.device.type):
+            self._on_device = DeviceImages.build(
+                self.device,
+                options,
+                normalizer=NORMALIZER,
+                plan_for=crop_plan,
+                host_pixels=lambda image, exact: square_pixels(image, exact=exact),
+                max_pixels=DEFAULT_MAX_PIXELS,
+            )
+
+    def numerics(self) -> str:
+        if self.device.type == "cpu":
+            return ""
+        parts = [f"{self.device.type}-{dtype_name(self.dtype)}"]
+        if self._on_device is not None and self._on_device.route.enabled:
+            parts.append(self._on_device.route.describe())
+        return "-".join(parts)
+
     # -- text ---------------------------------------------------------------------------------
 
     def prepare_texts(self, texts: Sequence[str]) -> TokenBatch:
@@ -150,21 +200,43 @@ class BuiltinModel(EmbeddingModel):
     # -- images -------------------------------------------------------------------------------
 
     def prepare_image(self, image: ImageSource) -> np.ndarray:
+        if self._on_device is not None:
+            return self._on_device.prepare(image, exact=self.exact_preprocess)
         return preprocess(image, exact=self.exact_preprocess)
 
-    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
-        if len(pixels) == 0:
+    def collate_images(self, prepared: list) -> object:
+        if self._on_device is not None:
+            return self._on_device.collate(prepared)
+        return super().collate_images(prepared)
+
+    def forward_images(self, pixels: object) -> np.ndarray:
+        if len(pixels) == 0:  # type: ignore[arg-type]
             return np.zeros((0, self.dim), dtype=np.float32)
-        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        failures = {}
         with torch.inference_mode():
-            chunks = [self._image_vectors(chunk) for chunk in batch.split(IMAGE_CHUNK)]
-            return torch.cat(chunks).numpy()
+            if isinstance(pixels, np.ndarray) and pixels.dtype == np.float32:
+                batch = stage(np.ascontiguousarray(pixels), self.device)
+            elif self._on_device is not None:
+                built = self._on_device(pixels)  # type: ignore[arg-type]
+                batch, failures = built.pixels, built.failures
+            else:
+                raise TypeError(f"unexpected image batch {type(pixels).__name__}")
+            if batch is None:  # every image failed
+                vectors = np.zeros((len(failures), self.dim), dtype=np.float32)
+            else:
+                chunk = IMAGE_CHUNK if self.device.type == "cpu" else CUDA_IMAGE_CHUNK
+                batch = batch.to(self.dtype)
+                parts = [self._image_vectors(part) for part in batch.split(chunk)]
+                vectors = torch.cat(parts).float().cpu().numpy()
+        if failures:
+            raise PartialBatchError(vectors, failures)
+        return vectors
 
     def _image_vectors(self, batch: torch.Tensor) -> torch.Tensor:
         """At most IMAGE_CHUNK prepared images -> unit vectors (ConSE over two views)."""
         views = torch.cat([batch, _centre_zoom(batch, ZOOM_FRACTION)])
         if self._onnx is not None:
-            logits = torch.from_numpy(self._onnx.classify(views.numpy()))
+            logits = torch.from_numpy(self._onnx.classify(views.float().numpy()))
         else:
             logits = self._vision(views).float()
         mean_logits = (logits[: len(batch)] + logits[len(batch) :]) / 2

@@ -16,6 +16,7 @@ import torch
 
 from clipserve.errors import InvalidInputError, ModelUnavailableError
 from clipserve.extras import require
+from clipserve.models.accel.pixels import stage
 
 #: the model's own limit (sentence_bert_config.json: max_seq_length)
 MAX_TOKENS = 256
@@ -67,6 +68,12 @@ class MiniLMTextEncoder:
         self._model.eval()
         use_native_gelu(self._model)
         self._network = MeanPooledSentenceEncoder(self._model).eval()
+        self._device = torch.device("cpu")
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Move the encoder (after the class table is built on the CPU) to a GPU."""
+        self._network.to(device=device, dtype=dtype)
+        self._device = device
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         for text in texts:
@@ -104,9 +111,9 @@ class MiniLMTextEncoder:
             return np.zeros((0, 384), dtype=np.float32)
         with torch.inference_mode():
             vectors = self._network(
-                torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
+                stage(batch.input_ids, self._device), stage(batch.attention_mask, self._device)
             )
-        return vectors.float().numpy()
+        return vectors.float().cpu().numpy()
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Bulk work (class prompts): encode in chunks of similar length, so little padding."""

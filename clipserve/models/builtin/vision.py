@@ -18,6 +18,7 @@ from PIL import Image
 
 from clipserve.errors import ModelUnavailableError
 from clipserve.extras import require
+from clipserve.models.accel.layout import Normalizer, Plan
 from clipserve.models.base import ImageSource
 from clipserve.models.images import DEFAULT_MAX_PIXELS, decode_image
 
@@ -54,16 +55,27 @@ def load_lite0(weights: Path | None = None) -> torch.nn.Module:
     return network.eval()
 
 
+#: the classifier's input scaling, ``(x - 127) / 128`` per channel on [0, 255] pixels
+NORMALIZER = Normalizer((_MEAN,) * 3, (_STD,) * 3, scale=1.0)
+
+
 def preprocess(
     image: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *, exact: bool = False
 ) -> np.ndarray:
     """One image -> float32 [3, 224, 224]. Pure function of its input: thread-safe.
     ``exact`` decodes at full size (slower on big photos, for reference comparisons)."""
+    pixels = NORMALIZER.host(square_pixels(image, max_pixels, exact=exact))
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def square_pixels(
+    image: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, *, exact: bool = False
+) -> np.ndarray:
+    """One image -> the uint8 [224, 224, 3] centre crop, not yet normalised (what a device
+    normalises itself)."""
     min_side = None if exact else DECODE_MIN_SIDE
     rgb = decode_image(image, max_pixels=max_pixels, min_side=min_side)
-    width, height = rgb.size
-    side = min(width, height) * _CROP_FRACTION
-    left, top = (width - side) / 2, (height - side) / 2
+    left, top, side = _crop_box(*rgb.size)
     # crop and resize in one pass; reducing_gap makes huge inputs cheap
     square = rgb.resize(
         (IMAGE_SIZE, IMAGE_SIZE),
@@ -71,5 +83,17 @@ def preprocess(
         box=(left, top, left + side, top + side),
         reducing_gap=3.0,
     )
-    pixels = np.asarray(square, dtype=np.float32)
-    return np.ascontiguousarray(((pixels - _MEAN) / _STD).transpose(2, 0, 1))
+    return np.asarray(square)
+
+
+def crop_plan(height: int, width: int) -> Plan:
+    """``square_pixels``' crop and resize as numbers, for an image decoded on a device."""
+    left, top, side = _crop_box(width, height)
+    box = (round(top), round(left), round(side), round(side))
+    return Plan((IMAGE_SIZE, IMAGE_SIZE), box=box)
+
+
+def _crop_box(width: int, height: int) -> tuple[float, float, float]:
+    """(left, top, side) of the centre square the classifier sees."""
+    side = min(width, height) * _CROP_FRACTION
+    return (width - side) / 2, (height - side) / 2, side

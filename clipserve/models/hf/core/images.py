@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clipserve.models.accel.layout import Normalizer, Plan
 from clipserve.models.base import ImageSource
 from clipserve.models.hf.core.patches import PatchPreprocessor
 from clipserve.models.hf.core.spec import ImageRule, scaling_config
@@ -103,11 +104,23 @@ class ImagePreprocessor:
         """``exact``: decode at full size like the reference (slower on big photos). Either
         way, a photo whose shorter side is under 4x the resize target is decoded at full
         size, so its result is the reference's."""
+        return self.to_float(self.pixels(source, exact=exact))
+
+    def pixels(self, source: ImageSource, *, exact: bool = False) -> np.ndarray:
+        """Decode, resize and crop: uint8 [H, W, 3] at the input size, not yet normalised
+        (what a device normalises itself; ``to_float`` does it on the host)."""
         target = self.shortest_edge if self.size is None else min(self.size)
         min_side = None if exact or not target else 2 * target
-        return self.preprocess(
-            decode_image(source, max_pixels=self.max_pixels, min_side=min_side)
-        )
+        image = decode_image(source, max_pixels=self.max_pixels, min_side=min_side)
+        return np.asarray(self.fit(image))
+
+    @property
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.mean, self.std)
+
+    def to_float(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] -> float32 [3, H, W], normalised."""
+        return np.ascontiguousarray(self.normalizer.host(pixels).transpose(2, 0, 1))
 
     @staticmethod
     def model_inputs(pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,22 +128,31 @@ class ImagePreprocessor:
         return {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)}
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
+        return self.to_float(np.asarray(self.fit(image)))
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """Resize (and centre-crop) a decoded RGB image to the input size."""
         image = self._resize(image)
         if self.crop is not None:
             image = self._centre_crop(image)
-        pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
-        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+        return image
+
+    def plan(self, height: int, width: int) -> Plan:
+        """``fit`` as numbers, for an image decoded on a device."""
+        new_width, new_height = self._resized(width, height)
+        return Plan((new_height, new_width), crop=self.crop)
+
+    def _resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize."""
+        if self.size is not None:
+            return (self.size[1], self.size[0])
+        short, long = (width, height) if width <= height else (height, width)
+        edge = int(self.shortest_edge or short)
+        new_short, new_long = edge, int(edge * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
 
     def _resize(self, image: Image.Image) -> Image.Image:
-        if self.size is not None:
-            target = (self.size[1], self.size[0])  # Pillow sizes are (width, height)
-        else:
-            width, height = image.size
-            short, long = (width, height) if width <= height else (height, width)
-            edge = int(self.shortest_edge or short)
-            new_short, new_long = edge, int(edge * long / short)
-            target = (new_short, new_long) if width <= height else (new_long, new_short)
+        target = self._resized(*image.size)
         if target == image.size:
             return image
         return image.resize(target, resample=Image.Resampling(self.resample))

@@ -1,9 +1,12 @@
 """Any dual-encoder family on torch, through its transformers model class.
 
-CPU runs in float32; ``device="cuda"`` runs in float16; ``precision="bf16"`` runs in bfloat16
-on either (where the hardware has it). Embeddings are the model's own pooled and projected
-features (``get_text_features`` / ``get_image_features``), not L2-normalised, like
-CLIP-as-service.
+``precision="float"`` runs in float32 on the CPU and float16 on CUDA; ``fp32`` and ``fp16``
+say which, ``bf16`` runs in bfloat16 where the hardware has it (``models.devices``). On CUDA
+(or where ``use_device_options`` asks for it) images go to the device as uint8 and are
+normalised there, big JPEGs may be decoded there (``models.accel``), inputs are staged in
+pinned memory and copied without blocking, and ``cuda_graphs`` replays the image tower.
+Embeddings are the model's own pooled and projected features (``get_text_features`` /
+``get_image_features``), not L2-normalised, like CLIP-as-service.
 """
 
 from __future__ import annotations
@@ -17,13 +20,22 @@ import numpy as np
 import torch
 
 from clipserve.errors import ModelError, ModelUnavailableError
-from clipserve.models.base import EmbeddingModel, ImageSource
-from clipserve.models.cpu import REFUSED, cpu_features, verdict_for
+from clipserve.models.accel.batch import DeviceImages
+from clipserve.models.accel.graphs import GraphedTower
+from clipserve.models.accel.pixels import stage
+from clipserve.models.base import EmbeddingModel, ImageSource, PartialBatchError
+from clipserve.models.devices import (
+    DeviceOptions,
+    dtype_name,
+    exact_float32,
+    resolve,
+    torch_dtype,
+)
 from clipserve.models.hf.core.images import ImagePreprocessor, preprocessor_for
 from clipserve.models.hf.core.patches import PatchPreprocessor
 from clipserve.models.hf.core.spec import Family, config_dim
 from clipserve.models.hf.core.tokens import TokenBatch, load_hf_tokenizer, text_tokenizer
-from clipserve.models.precision import BF16, FLOAT, check_precision
+from clipserve.models.precision import FLOAT, FP32, check_precision
 from clipserve.models.runtime import configured_threads
 from clipserve.models.scoring import ScoreRule
 
@@ -49,13 +61,11 @@ class TorchDualEncoder(EmbeddingModel):
         precision: str = FLOAT,
     ) -> None:
         check_precision(precision, self.backend, device)
-        self.device = torch.device(check_device(device))
+        self.device = resolve(device)
         self.precision = precision
-        if precision == BF16:
-            check_bf16(self.device)
-            self.dtype = torch.bfloat16
-        else:
-            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.dtype = torch_dtype(precision, self.device)
+        if precision == FP32:
+            exact_float32(self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.spec = family
         self.family = family.label
@@ -73,6 +83,9 @@ class TorchDualEncoder(EmbeddingModel):
         self.random_seed: int | None = None
         self._revision: str | None = None
         self._lock = threading.Lock()  # one forward at a time per model instance
+        self._on_device: DeviceImages | None = None
+        self._graphed: GraphedTower | None = None
+        self.use_device_options(DeviceOptions())
         threads = configured_threads()
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
@@ -157,31 +170,97 @@ class TorchDualEncoder(EmbeddingModel):
                 self._revision = f"random-seed{self.random_seed}-{versions}"
         return self._revision
 
+    def use_device_options(self, options: DeviceOptions) -> None:
+        """uint8 pixels to the device (CUDA by default) and the GPU decode's route, for
+        the fixed-size image families; CUDA graphs for the image tower where asked."""
+        self.options = options
+        self._on_device = None
+        if isinstance(self.preprocessor, ImagePreprocessor) and options.pixels_on_device(
+            self.device.type
+        ):
+            preprocessor = self.preprocessor
+            self._on_device = DeviceImages.build(
+                self.device,
+                options,
+                normalizer=preprocessor.normalizer,
+                plan_for=preprocessor.plan,
+                host_pixels=lambda image, exact: preprocessor.pixels(image, exact=exact),
+                max_pixels=preprocessor.max_pixels,
+            )
+        graphs = options.cuda_graphs and self.device.type == "cuda"
+        self._graphed = GraphedTower(self._image_tower) if graphs else None
+
+    def numerics(self) -> str:
+        """Off the CPU: the device and dtype, and the GPU decode's route (on the CPU the
+        precision already says it all, so CPU cache keys stay as they were)."""
+        on_cpu = self.device.type == "cpu"
+        parts = [] if on_cpu else [f"{self.device.type}-{dtype_name(self.dtype)}"]
+        if self._on_device is not None and self._on_device.route.enabled:
+            parts.append(self._on_device.route.describe())
+        return "-".join(parts)
+
     # -- the model contract -------------------------------------------------------------
-    def prepare_image(self, image: ImageSource) -> np.ndarray:
+    def prepare_image(self, image: ImageSource) -> Any:
+        if self._on_device is not None:
+            return self._on_device.prepare(image, exact=self.exact_preprocess)
         return self.preprocessor(image, exact=self.exact_preprocess)
+
+    def collate_images(self, prepared: list[Any]) -> Any:
+        if self._on_device is not None:
+            return self._on_device.collate(prepared)
+        return super().collate_images(prepared)
 
     def prepare_texts(self, texts: list[str] | tuple[str, ...]) -> TokenBatch:
         return self.tokenizer(texts)
 
-    def forward_images(self, pixels: np.ndarray) -> np.ndarray:
+    def forward_images(self, pixels: Any) -> np.ndarray:
+        """Host-prepared float32 pixels, or (on the device path) uint8 pixels and encoded
+        JPEGs; a JPEG that fails alone there fails alone (``PartialBatchError``)."""
+        host_floats = isinstance(pixels, np.ndarray) and pixels.dtype == np.float32
+        if self._on_device is None or host_floats:
+            return self._forward_host_images(pixels)
+        with self._lock, torch.inference_mode():
+            batch = self._on_device(pixels)
+            if batch.pixels is None:  # every image failed
+                embeddings = np.zeros((len(batch.failures), self.dim), dtype=np.float32)
+            else:
+                embeddings = self._run_image_tower(batch.pixels.to(self.dtype))
+        if batch.failures:
+            raise PartialBatchError(embeddings, batch.failures)
+        return embeddings
+
+    def _forward_host_images(self, pixels: np.ndarray) -> np.ndarray:
         inputs = {
-            name: torch.from_numpy(array).to(
-                self.device, self.dtype if array.dtype == np.float32 else None
-            )
+            name: stage(array, self.device)
             for name, array in self.preprocessor.model_inputs(pixels).items()
         }
+        inputs = {
+            name: tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+            for name, tensor in inputs.items()
+        }
         with self._lock, torch.inference_mode():
+            if set(inputs) == {"pixel_values"}:
+                return self._run_image_tower(inputs["pixel_values"])
             try:
-                output = self.model.get_image_features(**inputs)
+                return _features(self.model.get_image_features(**inputs))
             except RuntimeError as exc:
                 raise ModelError(f"{self.name}: image forward failed: {exc}") from exc
-        return _features(output)
+
+    def _run_image_tower(self, pixel_values: torch.Tensor) -> np.ndarray:
+        tower = self._graphed or self._image_tower
+        try:
+            return _features(tower(pixel_values))
+        except RuntimeError as exc:
+            raise ModelError(f"{self.name}: image forward failed: {exc}") from exc
+
+    def _image_tower(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        output = self.model.get_image_features(pixel_values=pixel_values)
+        return output if isinstance(output, torch.Tensor) else output.pooler_output
 
     def forward_texts(self, tokens: TokenBatch) -> np.ndarray:
-        inputs = {"input_ids": torch.from_numpy(tokens.input_ids).to(self.device)}
+        inputs = {"input_ids": stage(tokens.input_ids, self.device)}
         if self.spec.text.feed_mask:
-            inputs["attention_mask"] = torch.from_numpy(tokens.attention_mask).to(self.device)
+            inputs["attention_mask"] = stage(tokens.attention_mask, self.device)
         with self._lock, torch.inference_mode():
             try:
                 output = self.model.get_text_features(**inputs)
@@ -222,33 +301,3 @@ def _features(output: Any) -> np.ndarray:
     """transformers 5 returns a model output whose ``pooler_output`` is the embedding."""
     tensor = output if isinstance(output, torch.Tensor) else output.pooler_output
     return tensor.float().cpu().numpy()
-
-
-def check_bf16(device: torch.device) -> None:
-    """bfloat16 only where the hardware computes in it: emulated, it is slower than float32."""
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-        where = f"GPU {torch.cuda.get_device_name(device)}"
-    else:
-        verdict = verdict_for(BF16)
-        if verdict.status == REFUSED:  # x86: CPUID says no bf16 instructions
-            supported = False
-        else:  # elsewhere torch knows best
-            try:
-                supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-            except (AttributeError, RuntimeError):
-                supported = False
-        where = f"this CPU ({cpu_features().kind}; needs AVX512-BF16 or AMX)"
-    if not supported:
-        raise ModelUnavailableError(
-            f"precision 'bf16' requested but {where} has no bfloat16 instructions; "
-            "use precision 'float' (or 'int8' with backend 'onnx')"
-        )
-
-
-def check_device(device: str) -> str:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelUnavailableError(f"device {device!r} requested but CUDA is not available")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
-    return device

@@ -32,6 +32,8 @@ def replica_spec(config: Any, settings: RaySettings) -> ReplicaSpec:
         backend=config.backend,
         device=config.device,
         precision=config.precision,
+        gpu_decode=config.gpu_decode,
+        cuda_graphs=config.cuda_graphs,
         cache_dir=config.cache_dir,
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,

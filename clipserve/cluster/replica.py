@@ -21,6 +21,7 @@ from clipserve.cluster.payload import Packed, Value, items_of, model_info, pack
 from clipserve.engine import Engine
 from clipserve.engine.deadline import deadline_after, deadline_scope
 from clipserve.engine.metrics import Metrics
+from clipserve.models.devices import DeviceOptions
 from clipserve.models.runtime import THREADS_ENV
 
 log = logging.getLogger("clipserve.cluster")
@@ -35,6 +36,9 @@ class ReplicaSpec:
     backend: str = "torch"
     device: str = "cpu"
     precision: str = "float"
+    #: the accelerator options (``clipserve.models.devices.DeviceOptions``)
+    gpu_decode: str = "auto"
+    cuda_graphs: bool = False
     cache_dir: str | None = None
     max_batch_size: int = 32
     max_wait_ms: float = 5.0
@@ -76,6 +80,7 @@ class EmbedderReplica:
             cache_dir=s.cache_dir,
             precision=s.precision,
         )
+        model.use_device_options(DeviceOptions(gpu_decode=s.gpu_decode, cuda_graphs=s.cuda_graphs))
         await asyncio.to_thread(model.warmup)
         self.model = model
         self.metrics = Metrics(CollectorRegistry())  # this replica's own numbers

@@ -81,13 +81,19 @@ class InferenceThread:
                 finally:
                     self.busy_since = None
                 job = None
-        except BaseException as exc:  # the thread dies: answer the pass, then report
+        except BaseException as exc:  # the thread dies: report it, then answer the pass
             self.death = exc
             self.busy_since = None
-            if job is not None:
-                error = ModelError(f"the inference thread {self.name} died: {exc!r}")
-                self._settle(job[0], None, error)
-            self._call_soon(self._on_death, self, exc)
+            self._call_soon(self._report_death, None if job is None else job[0], exc)
+
+    def _report_death(self, future: asyncio.Future[Any] | None, exc: BaseException) -> None:
+        """On the loop, in one callback: the death first (so the calls waiting, this pass's
+        included, fail as unhealthy), then the pass's own future (its calls answered by then).
+        """
+        self._on_death(self, exc)
+        if future is not None:
+            error = ModelError(f"the inference thread {self.name} died: {exc!r}")
+            settle(future, None, error)
 
     def _settle(self, future: asyncio.Future[Any], result: Any, error: Exception | None) -> None:
         self._call_soon(settle, future, result, error)
